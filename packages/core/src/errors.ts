@@ -1,0 +1,70 @@
+/**
+ * The closed set of errors Sluice code throws. Each carries a status code (named as gRPC names
+ * them, so the gRPC boundary maps them one to one), a stable machine-readable `reason`
+ * (google.rpc.ErrorInfo), optional field violations (google.rpc.BadRequest) and a `cause` that
+ * is logged but never sent to a client.
+ */
+export type ErrorCode =
+  | 'CANCELLED'
+  | 'INVALID_ARGUMENT'
+  | 'DEADLINE_EXCEEDED'
+  | 'NOT_FOUND'
+  | 'ALREADY_EXISTS'
+  | 'PERMISSION_DENIED'
+  | 'RESOURCE_EXHAUSTED'
+  | 'FAILED_PRECONDITION'
+  | 'ABORTED'
+  | 'OUT_OF_RANGE'
+  | 'UNIMPLEMENTED'
+  | 'INTERNAL'
+  | 'UNAVAILABLE'
+  | 'UNAUTHENTICATED';
+
+/** One offending field of a request: `field` is a path such as `filter.and[1].column`. */
+export interface FieldViolation {
+  readonly field: string;
+  readonly description: string;
+}
+
+export interface SluiceErrorOptions {
+  /** Stable reason for ErrorInfo, e.g. `SLUICE_UNKNOWN_COLUMN`. */
+  readonly reason?: string;
+  readonly violations?: readonly FieldViolation[];
+  /** Extra ErrorInfo metadata (strings only); must not carry secrets. */
+  readonly metadata?: Readonly<Record<string, string>>;
+  readonly cause?: unknown;
+}
+
+export class SluiceError extends Error {
+  override readonly name = 'SluiceError';
+  readonly code: ErrorCode;
+  readonly reason: string;
+  readonly violations: readonly FieldViolation[];
+  readonly metadata: Readonly<Record<string, string>>;
+
+  constructor(code: ErrorCode, message: string, options: SluiceErrorOptions = {}) {
+    super(message, options.cause === undefined ? undefined : { cause: options.cause });
+    this.code = code;
+    this.reason = options.reason ?? `SLUICE_${code}`;
+    this.violations = options.violations ?? [];
+    this.metadata = options.metadata ?? {};
+  }
+}
+
+/** A request field that is wrong: INVALID_ARGUMENT with one field violation. */
+export function invalidArgument(
+  reason: string,
+  field: string,
+  description: string,
+  metadata?: Record<string, string>,
+): SluiceError {
+  return new SluiceError('INVALID_ARGUMENT', description, {
+    reason,
+    violations: [{ field, description }],
+    ...(metadata ? { metadata } : {}),
+  });
+}
+
+export function isSluiceError(error: unknown): error is SluiceError {
+  return error instanceof SluiceError;
+}

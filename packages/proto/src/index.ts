@@ -1,0 +1,11 @@
+// Generated code lives in ./gen (never hand-edited); this file only chooses what to re-export.
+
+export { NullValue, Value as JsonValue } from './gen/google/protobuf/struct';
+export { Timestamp } from './gen/google/protobuf/timestamp';
+export * as data from './gen/sluice/data/v1/data';
+export { Condition, Filter, FilterList, Operator } from './gen/sluice/type/v1/filter';
+export { Column, ResultSet, Row, Value, ValueList } from './gen/sluice/type/v1/value';
+
+import { fileURLToPath } from 'node:url';
+/** Path of the descriptor set (all protos and their imports) served by server reflection. */
+export const descriptorSetPath = fileURLToPath(new URL('./gen/sluice.binpb', import.meta.url));

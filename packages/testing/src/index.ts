@@ -1,0 +1,2 @@
+export { createTestDatabase, type TestDatabase, withDatabase } from './database';
+export { freePort } from './global-setup';
