@@ -1,0 +1,193 @@
+-- Reference application, part 2: projects and posts (audit columns, soft delete, full-text
+-- search), and the SQL functions the data API's Call exposes.
+
+create table public.projects (
+  id uuid primary key default gen_random_uuid(),
+  tenant_id uuid not null references public.tenants (id) on delete cascade,
+  name text not null,
+  created_by uuid references public.profiles (id) on delete set null default auth.uid(),
+  created_at timestamptz not null default now()
+);
+comment on table public.projects is 'Projects of a tenant; posts may belong to one.';
+create index projects_tenant_idx on public.projects (tenant_id, created_at desc);
+
+create table public.posts (
+  id bigint generated always as identity primary key,
+  tenant_id uuid not null references public.tenants (id) on delete cascade,
+  project_id uuid references public.projects (id) on delete set null,
+  author_id uuid not null default auth.uid() references public.profiles (id),
+  title text not null,
+  body text,
+  status text not null default 'draft' check (status in ('draft', 'published', 'archived')),
+  tags text[] not null default '{}',
+  metadata jsonb not null default '{}',
+  view_count bigint not null default 0,
+  score numeric(40, 10),
+  published_at timestamptz,
+  search tsvector generated always as (
+    to_tsvector('english', coalesce(title, '') || ' ' || coalesce(body, ''))
+  ) stored,
+  created_at timestamptz not null default now(),
+  created_by uuid default auth.uid(),
+  updated_at timestamptz,
+  updated_by uuid,
+  deleted_at timestamptz
+);
+comment on table public.posts is 'Articles of a tenant. Soft-deleted by setting deleted_at; audit columns are kept by a trigger. Anonymous users read published posts.';
+comment on column public.posts.search is 'Full-text search vector of title and body (english), generated.';
+comment on column public.posts.deleted_at is 'Set when the post is soft-deleted; members no longer see it.';
+
+create index posts_tenant_id_idx on public.posts (tenant_id, id);
+create index posts_tenant_created_idx on public.posts (tenant_id, created_at desc);
+create index posts_author_idx on public.posts (author_id);
+create index posts_project_idx on public.posts (project_id);
+create index posts_tags_idx on public.posts using gin (tags);
+create index posts_search_idx on public.posts using gin (search);
+-- What members and anonymous readers actually list: live posts, newest first.
+create index posts_live_idx on public.posts (tenant_id, created_at desc) where deleted_at is null;
+create index posts_published_idx on public.posts (published_at desc)
+  where status = 'published' and deleted_at is null;
+
+-- Audit columns, kept by the database so no client can forge them: created_* never change,
+-- updated_* record the last writer, a post never moves to another tenant, and publishing stamps
+-- published_at.
+create function app.posts_audit() returns trigger
+language plpgsql
+set search_path = ''
+as $$
+begin
+  if tg_op = 'UPDATE' then
+    if new.tenant_id is distinct from old.tenant_id then
+      raise exception 'a post cannot move to another tenant'
+        using errcode = 'check_violation', schema = tg_table_schema, table = tg_table_name, column = 'tenant_id';
+    end if;
+    new.created_at := old.created_at;
+    new.created_by := old.created_by;
+    new.updated_at := now();
+    new.updated_by := auth.uid();
+  end if;
+  if new.status = 'published' and new.published_at is null then
+    new.published_at := now();
+  end if;
+  return new;
+end
+$$;
+create trigger posts_audit before insert or update on public.posts
+  for each row execute function app.posts_audit();
+
+alter table public.projects enable row level security;
+alter table public.posts enable row level security;
+
+-- Projects: members read; editors and admins create and change; admins delete.
+create policy projects_select_member on public.projects
+  for select to authenticated
+  using (tenant_id in (select app.member_tenants()));
+create policy projects_insert_editor on public.projects
+  for insert to authenticated
+  with check (app.can_edit(tenant_id));
+create policy projects_update_editor on public.projects
+  for update to authenticated
+  using (app.can_edit(tenant_id))
+  with check (app.can_edit(tenant_id));
+create policy projects_delete_admin on public.projects
+  for delete to authenticated
+  using (app.is_admin(tenant_id));
+
+-- Posts: members read their tenants' live posts, whatever the status.
+create policy posts_select_member on public.posts
+  for select to authenticated
+  using (deleted_at is null and tenant_id in (select app.member_tenants()));
+-- Soft-deleted posts stay visible to those who may change them (the author, editors, admins):
+-- PostgreSQL checks an UPDATE's new row against the SELECT policies too, so without this a soft
+-- delete (UPDATE ... SET deleted_at = now() WHERE id = ...) would be refused; it also lets them
+-- restore a post.
+create policy posts_select_trash on public.posts
+  for select to authenticated
+  using (
+    deleted_at is not null
+    and (
+      (author_id = (select auth.uid()) and tenant_id in (select app.member_tenants()))
+      or app.can_edit(tenant_id)
+    )
+  );
+create policy posts_select_published on public.posts
+  for select to anon
+  using (status = 'published' and deleted_at is null);
+create policy posts_insert_editor on public.posts
+  for insert to authenticated
+  with check (author_id = (select auth.uid()) and app.can_edit(tenant_id));
+-- The author may edit their own posts while still a member; editors and admins any post of the
+-- tenant. (The trigger above keeps tenant_id unchanged.)
+create policy posts_update_author_or_editor on public.posts
+  for update to authenticated
+  using (
+    (author_id = (select auth.uid()) and tenant_id in (select app.member_tenants()))
+    or app.can_edit(tenant_id)
+  )
+  with check (
+    (author_id = (select auth.uid()) and tenant_id in (select app.member_tenants()))
+    or app.can_edit(tenant_id)
+  );
+create policy posts_delete_admin_or_author on public.posts
+  for delete to authenticated
+  using (app.is_admin(tenant_id) or author_id = (select auth.uid()));
+
+grant select, insert, update, delete on public.projects, public.posts to authenticated;
+grant select on public.posts to anon;
+grant all on public.projects, public.posts to service_role;
+grant usage, select on sequence public.posts_id_seq to authenticated, service_role;
+
+-- Functions for the data API's Call. SECURITY INVOKER (the default): they run under the caller's
+-- role and claims, so Row Level Security applies inside them exactly as to direct queries.
+
+create function public.create_post(p_tenant_id uuid, p_title text, p_body text default null)
+returns public.posts
+language sql
+as $$
+  insert into public.posts (tenant_id, title, body)
+  values (p_tenant_id, p_title, p_body)
+  returning *
+$$;
+comment on function public.create_post(uuid, text, text) is 'Creates a draft post in the tenant, authored by the caller.';
+
+create function public.tenant_post_count(p_tenant_id uuid) returns bigint
+language sql stable
+as $$
+  select count(*) from public.posts where tenant_id = p_tenant_id and deleted_at is null
+$$;
+comment on function public.tenant_post_count(uuid) is 'Number of live posts of the tenant the caller can see.';
+
+create function public.search_posts(q text) returns setof public.posts
+language sql stable
+as $$
+  select p.*
+  from public.posts p
+  where p.search @@ websearch_to_tsquery('english', q)
+  order by ts_rank(p.search, websearch_to_tsquery('english', q)) desc, p.id
+$$;
+comment on function public.search_posts(text) is 'Posts the caller can see matching a web-search style query (english), best match first.';
+
+create function public.fail_with(msg text) returns void
+language plpgsql
+as $$
+begin
+  raise exception '%', msg;
+end
+$$;
+comment on function public.fail_with(text) is 'Always raises msg (SQLSTATE P0001); shows how function errors reach clients.';
+
+create function public.my_tenants() returns setof public.tenants
+language sql stable
+as $$
+  select t.*
+  from public.tenants t
+  where t.id in (select app.member_tenants())
+  order by t.name
+$$;
+comment on function public.my_tenants() is 'The tenants the caller belongs to, by name.';
+
+revoke execute on function public.create_post(uuid, text, text), public.tenant_post_count(uuid),
+  public.search_posts(text), public.fail_with(text), public.my_tenants() from public;
+grant execute on function public.create_post(uuid, text, text), public.tenant_post_count(uuid),
+  public.search_posts(text), public.fail_with(text), public.my_tenants() to authenticated, service_role;
+grant execute on function public.tenant_post_count(uuid) to anon;

@@ -1,0 +1,5 @@
+drop table public.document_shares;
+drop table public.documents;
+drop function app.documents_audit();
+drop function app.owns_document(uuid);
+drop function app.has_share(uuid, text);

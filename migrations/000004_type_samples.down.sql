@@ -1,0 +1,2 @@
+drop table public.type_samples;
+drop type public.mood;

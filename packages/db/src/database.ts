@@ -1,0 +1,261 @@
+import { abortError, type Identity, SluiceError } from '@sluice/core';
+import pg from 'pg';
+import { mapPgError } from './errors';
+
+/** A compiled statement: SQL text with $n placeholders and its parameters. */
+export interface Statement {
+  readonly sql: string;
+  readonly parameters: readonly unknown[];
+}
+
+export interface ResultField {
+  readonly name: string;
+  readonly dataTypeID: number;
+}
+
+/** A statement's result: raw text cells (see pool.ts), rows as arrays in field order. */
+export interface StatementResult {
+  readonly fields: readonly ResultField[];
+  readonly rows: readonly (readonly (string | null)[])[];
+  readonly rowCount: number;
+}
+
+export interface RequestScope {
+  readonly identity: Identity;
+  readonly readOnly: boolean;
+  readonly signal: AbortSignal;
+  readonly deadline: Date | undefined;
+  /** Trace id of the call, stored with changes the transaction writes. */
+  readonly traceId?: string;
+}
+
+/** A request's open transaction, for handlers that need several dependent statements. */
+export interface RequestTransaction {
+  query(statement: Statement): Promise<StatementResult>;
+}
+
+export interface DatabaseOptions {
+  /** Upper bound on any statement; the call's remaining deadline lowers it further. */
+  readonly statementTimeoutMs: number;
+}
+
+const SETTINGS_SQL =
+  "select set_config('role', $1, true), set_config('request.jwt.claims', $2, true), " +
+  "set_config('statement_timeout', $3, true), set_config('sluice.trace_id', $4, true)";
+
+// A deadline this close is treated as already passed: the round trip alone would overrun it.
+const DEADLINE_MARGIN_MS = 5;
+
+/**
+ * Runs requests the way DESIGN.md's request lifecycle describes: one transaction per request,
+ * the caller's role, claims and a statement timeout from its deadline set in one statement,
+ * everything pipelined. An aborted call cancels its running statement on the server.
+ */
+export class Database {
+  constructor(
+    readonly pool: pg.Pool,
+    private readonly options: DatabaseOptions,
+  ) {}
+
+  /**
+   * Runs `statements` in one transaction in a single round trip: BEGIN, settings, the
+   * statements and COMMIT are written together. Results come back in order.
+   *
+   * @throws SluiceError mapped from the first failing statement (the rest are rolled back).
+   */
+  async run(scope: RequestScope, statements: readonly Statement[]): Promise<StatementResult[]> {
+    const timeoutMs = this.timeoutFor(scope);
+    const client = await this.acquire(scope.signal);
+    const stopCancel = this.cancelOnAbort(client, scope.signal);
+    let broken: Error | undefined;
+    try {
+      const pending = [
+        client.query(scope.readOnly ? 'begin read only' : 'begin'),
+        client.query(SETTINGS_SQL, settingsParams(scope, timeoutMs)),
+        ...statements.map((s) => client.query(arrayQuery(s))),
+        client.query('commit'),
+      ];
+      const settled = await Promise.allSettled(pending);
+      const failed = settled.find((s) => s.status === 'rejected');
+      if (failed) throw failed.reason;
+      return settled.slice(2, 2 + statements.length).map((s) => toResult((s as PromiseFulfilledResult<pg.QueryArrayResult>).value));
+    } catch (error) {
+      if (!isServerError(error)) broken = error as Error;
+      throw mapPgError(error, scope.signal);
+    } finally {
+      stopCancel();
+      client.release(broken);
+    }
+  }
+
+  /**
+   * Runs `fn` inside one transaction, committing when it returns (or rolling back when
+   * `rollback` is true, for dry runs) and rolling back when it throws.
+   */
+  async transaction<T>(
+    scope: RequestScope,
+    fn: (tx: RequestTransaction) => Promise<T>,
+    { rollback = false }: { rollback?: boolean } = {},
+  ): Promise<T> {
+    const timeoutMs = this.timeoutFor(scope);
+    const client = await this.acquire(scope.signal);
+    const stopCancel = this.cancelOnAbort(client, scope.signal);
+    let broken: Error | undefined;
+    try {
+      // Sent without waiting: the first statement of `fn` follows in the same round trip.
+      const begin = client.query(scope.readOnly ? 'begin read only' : 'begin');
+      const settings = client.query(SETTINGS_SQL, settingsParams(scope, timeoutMs));
+      const ready = Promise.all([begin, settings]);
+      ready.catch(() => {});
+      const tx: RequestTransaction = {
+        query: async (statement) => {
+          const result = client.query(arrayQuery(statement));
+          await ready;
+          return toResult(await result);
+        },
+      };
+      let value: T;
+      try {
+        value = await fn(tx);
+        await ready;
+      } catch (error) {
+        await client.query('rollback').catch((e: Error) => {
+          broken = e;
+        });
+        throw error;
+      }
+      await client.query(rollback ? 'rollback' : 'commit');
+      return value;
+    } catch (error) {
+      if (error instanceof Error && !isServerError(error) && !(error instanceof SluiceError)) broken ??= error;
+      throw mapPgError(error, scope.signal);
+    } finally {
+      stopCancel();
+      client.release(broken);
+    }
+  }
+
+  /**
+   * Streams the rows of a read-only `query` in chunks of `chunkRows` through a server-side
+   * cursor, in one transaction. The next chunk is fetched only when the consumer asks for it,
+   * so a slow reader holds one chunk in memory, not the result. Ending the iteration early
+   * (return/throw) rolls back and releases the connection.
+   */
+  async *stream(scope: RequestScope, query: Statement, chunkRows: number): AsyncGenerator<StatementResult> {
+    const timeoutMs = this.timeoutFor(scope);
+    const client = await this.acquire(scope.signal);
+    const stopCancel = this.cancelOnAbort(client, scope.signal);
+    let broken: Error | undefined;
+    let done = false;
+    try {
+      const opening = Promise.all([
+        client.query('begin read only'),
+        client.query(SETTINGS_SQL, settingsParams(scope, timeoutMs)),
+        client.query({ text: `declare sluice_stream no scroll cursor for ${query.sql}`, values: query.parameters as unknown[] }),
+      ]);
+      await opening;
+      const fetch = `fetch forward ${Math.max(1, Math.floor(chunkRows))} from sluice_stream`;
+      for (;;) {
+        const chunk = toResult(await client.query<unknown[]>({ text: fetch, rowMode: 'array' }));
+        if (chunk.rows.length > 0 || chunk.fields.length > 0) yield chunk;
+        if (chunk.rows.length < chunkRows) break;
+      }
+      await client.query('commit');
+      done = true;
+    } catch (error) {
+      if (!isServerError(error)) broken = error as Error;
+      throw mapPgError(error, scope.signal);
+    } finally {
+      if (!done && !broken) {
+        await client.query('rollback').catch((e: Error) => {
+          broken = e;
+        });
+      }
+      stopCancel();
+      client.release(broken);
+    }
+  }
+
+  async close(): Promise<void> {
+    await this.pool.end();
+  }
+
+  private timeoutFor(scope: RequestScope): number {
+    if (scope.signal.aborted) throw abortError(scope.signal);
+    let ms = this.options.statementTimeoutMs;
+    if (scope.deadline) {
+      const remaining = scope.deadline.getTime() - Date.now() - DEADLINE_MARGIN_MS;
+      if (remaining <= 0) {
+        throw new SluiceError('DEADLINE_EXCEEDED', 'The deadline passed before the call started');
+      }
+      ms = Math.min(ms, remaining);
+    }
+    return Math.max(1, Math.floor(ms));
+  }
+
+  /** Checks out a connection, giving up when the call is aborted while it waits. */
+  private async acquire(signal: AbortSignal): Promise<pg.PoolClient> {
+    const connecting = this.pool.connect();
+    let onAbort: (() => void) | undefined;
+    const aborted = new Promise<never>((_, reject) => {
+      onAbort = () => reject(abortError(signal));
+      signal.addEventListener('abort', onAbort, { once: true });
+    });
+    try {
+      return await Promise.race([connecting, aborted]);
+    } catch (error) {
+      // Hand back a connection that arrives after the caller gave up.
+      connecting.then((c) => c.release()).catch(() => {});
+      throw mapPgError(error, signal);
+    } finally {
+      if (onAbort) signal.removeEventListener('abort', onAbort);
+    }
+  }
+
+  /**
+   * When the call is aborted, asks the server to cancel whatever the connection is running
+   * (pg_cancel_backend from a short-lived connection), so an abandoned query stops using the
+   * database instead of running to completion.
+   */
+  private cancelOnAbort(client: pg.PoolClient, signal: AbortSignal): () => void {
+    const pid = (client as unknown as { processID: number }).processID;
+    const onAbort = () => {
+      void cancelBackend(this.pool.options.connectionString as string, pid);
+    };
+    signal.addEventListener('abort', onAbort, { once: true });
+    return () => signal.removeEventListener('abort', onAbort);
+  }
+}
+
+async function cancelBackend(connectionString: string, pid: number): Promise<void> {
+  const c = new pg.Client({ connectionString, application_name: 'sluice-cancel' });
+  try {
+    await c.connect();
+    await c.query('select pg_cancel_backend($1)', [pid]);
+  } catch {
+    // Best effort: the statement timeout still bounds the statement.
+  } finally {
+    await c.end().catch(() => {});
+  }
+}
+
+function settingsParams(scope: RequestScope, timeoutMs: number): unknown[] {
+  return [scope.identity.role, JSON.stringify(scope.identity.claims), String(timeoutMs), scope.traceId ?? ''];
+}
+
+function arrayQuery(statement: Statement): pg.QueryArrayConfig {
+  return { text: statement.sql, values: statement.parameters as unknown[], rowMode: 'array' };
+}
+
+function toResult(result: pg.QueryArrayResult): StatementResult {
+  return {
+    fields: result.fields.map((f) => ({ name: f.name, dataTypeID: f.dataTypeID })),
+    rows: result.rows as (string | null)[][],
+    rowCount: result.rowCount ?? result.rows.length,
+  };
+}
+
+/** An error the server sent (the connection is still usable), as opposed to a broken socket. */
+function isServerError(error: unknown): boolean {
+  return error instanceof Error && typeof (error as { code?: unknown }).code === 'string' && 'severity' in error;
+}

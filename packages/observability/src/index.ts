@@ -1,0 +1,1 @@
+export { createLogger, type LoggerConfig } from './logger';
