@@ -1,5 +1,5 @@
-import type { Logger } from 'pino';
 import pg from 'pg';
+import type { Logger } from 'pino';
 import { loadCatalog, type SchemaCatalog } from './catalog';
 
 export interface CatalogWatcherOptions {
@@ -53,7 +53,10 @@ export class CatalogWatcher {
         try {
           const { connectionString, schemas, roles } = this.options;
           this.current = await loadCatalog(connectionString, schemas, roles);
-          this.options.logger.info({ tables: [...this.current.allTables()].length }, 'schema catalog reloaded');
+          this.options.logger.info(
+            { tables: [...this.current.allTables()].length },
+            'schema catalog reloaded',
+          );
         } catch (error) {
           this.options.logger.error({ err: error }, 'schema catalog reload failed; keeping the previous one');
         }

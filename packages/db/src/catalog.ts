@@ -113,15 +113,15 @@ select t.oid::int as oid,
        t.typcategory as category,
        case when t.typcategory = 'A' then t.typelem::int else 0 end as element_oid,
        t.typbasetype::int as base_oid,
-       coalesce((select array_agg(e.enumlabel order by e.enumsortorder) from pg_enum e where e.enumtypid = t.oid), '{}') as enum_values
+       coalesce((select array_agg(e.enumlabel::text order by e.enumsortorder) from pg_enum e where e.enumtypid = t.oid), '{}') as enum_values
 from pg_type t join pg_namespace n on n.oid = t.typnamespace
 where t.typtype in ('b', 'e', 'd', 'r', 'm') or t.typcategory = 'A'`;
 
 const TABLES_SQL = `
 select c.oid::int as oid, n.nspname as schema, c.relname as name, c.relkind in ('v', 'm') as is_view,
        c.relrowsecurity as rls_enabled, coalesce(obj_description(c.oid, 'pg_class'), '') as comment,
-       (select coalesce(array_agg(a.attname order by k.ord), '{}')
-          from pg_index i, unnest(i.indkey) with ordinality k(attnum, ord)
+       (select coalesce(array_agg(a.attname::text order by k.ord), '{}')
+          from pg_index i cross join lateral unnest(i.indkey) with ordinality k(attnum, ord)
           join pg_attribute a on a.attrelid = i.indrelid and a.attnum = k.attnum
          where i.indrelid = c.oid and i.indisprimary) as primary_key,
        (select json_agg(json_build_object(
@@ -153,10 +153,10 @@ order by a.attrelid, a.attnum`;
 
 const FOREIGN_KEYS_SQL = `
 select co.conrelid::int as table_oid, co.conname as name,
-       (select array_agg(a.attname order by k.ord) from unnest(co.conkey) with ordinality k(attnum, ord)
+       (select array_agg(a.attname::text order by k.ord) from unnest(co.conkey) with ordinality k(attnum, ord)
           join pg_attribute a on a.attrelid = co.conrelid and a.attnum = k.attnum) as columns,
        rn.nspname as referenced_schema, rc.relname as referenced_table,
-       (select array_agg(a.attname order by k.ord) from unnest(co.confkey) with ordinality k(attnum, ord)
+       (select array_agg(a.attname::text order by k.ord) from unnest(co.confkey) with ordinality k(attnum, ord)
           join pg_attribute a on a.attrelid = co.confrelid and a.attnum = k.attnum) as referenced_columns
 from pg_constraint co
 join pg_class c on c.oid = co.conrelid join pg_namespace n on n.oid = c.relnamespace
@@ -197,7 +197,12 @@ export async function loadCatalog(
   schemas: readonly string[],
   roles: readonly string[],
 ): Promise<SchemaCatalog> {
-  const client = new pg.Client({ connectionString, application_name: 'sluice-catalog' });
+  // Pipelined: the five catalog queries go out together.
+  const client = new pg.Client({
+    connectionString,
+    application_name: 'sluice-catalog',
+    ...({ pipeline: true } as object),
+  });
   await client.connect();
   try {
     const params = [schemas, roles];
@@ -269,7 +274,12 @@ function buildFunction(f: any): CatalogFunction {
   const names: string[] = f.arg_names;
   const typeSqls: string[] = f.arg_type_sqls;
   const inputs = argTypes
-    .map((typeOid, i) => ({ typeOid, typeSql: typeSqls[i] ?? 'unknown', mode: modes[i] ?? 'i', name: names[i] ?? '' }))
+    .map((typeOid, i) => ({
+      typeOid,
+      typeSql: typeSqls[i] ?? 'unknown',
+      mode: modes[i] ?? 'i',
+      name: names[i] ?? '',
+    }))
     .filter((a) => a.mode === 'i' || a.mode === 'b' || a.mode === 'v');
   const firstDefault = inputs.length - (f.n_defaults as number);
   return {

@@ -78,7 +78,9 @@ export class Database {
       const settled = await Promise.allSettled(pending);
       const failed = settled.find((s) => s.status === 'rejected');
       if (failed) throw failed.reason;
-      return settled.slice(2, 2 + statements.length).map((s) => toResult((s as PromiseFulfilledResult<pg.QueryArrayResult>).value));
+      return settled
+        .slice(2, 2 + statements.length)
+        .map((s) => toResult((s as PromiseFulfilledResult<pg.QueryArrayResult>).value));
     } catch (error) {
       if (!isServerError(error)) broken = error as Error;
       throw mapPgError(error, scope.signal);
@@ -127,7 +129,8 @@ export class Database {
       await client.query(rollback ? 'rollback' : 'commit');
       return value;
     } catch (error) {
-      if (error instanceof Error && !isServerError(error) && !(error instanceof SluiceError)) broken ??= error;
+      if (error instanceof Error && !isServerError(error) && !(error instanceof SluiceError))
+        broken ??= error;
       throw mapPgError(error, scope.signal);
     } finally {
       stopCancel();
@@ -151,7 +154,10 @@ export class Database {
       const opening = Promise.all([
         client.query('begin read only'),
         client.query(SETTINGS_SQL, settingsParams(scope, timeoutMs)),
-        client.query({ text: `declare sluice_stream no scroll cursor for ${query.sql}`, values: query.parameters as unknown[] }),
+        client.query({
+          text: `declare sluice_stream no scroll cursor for ${query.sql}`,
+          values: query.parameters as unknown[],
+        }),
       ]);
       await opening;
       const fetch = `fetch forward ${Math.max(1, Math.floor(chunkRows))} from sluice_stream`;
@@ -257,5 +263,7 @@ function toResult(result: pg.QueryArrayResult): StatementResult {
 
 /** An error the server sent (the connection is still usable), as opposed to a broken socket. */
 function isServerError(error: unknown): boolean {
-  return error instanceof Error && typeof (error as { code?: unknown }).code === 'string' && 'severity' in error;
+  return (
+    error instanceof Error && typeof (error as { code?: unknown }).code === 'string' && 'severity' in error
+  );
 }

@@ -29,7 +29,9 @@ export function mapPgError(error: unknown, signal?: AbortSignal): SluiceError {
   if (signal?.aborted) return abortError(signal);
   if (!isPgError(error)) {
     const message = error instanceof Error ? error.message : String(error);
-    if (/timeout exceeded when trying to connect|Connection terminated|ECONNREFUSED|ECONNRESET/i.test(message)) {
+    if (
+      /timeout exceeded when trying to connect|Connection terminated|ECONNREFUSED|ECONNRESET/i.test(message)
+    ) {
       return new SluiceError('UNAVAILABLE', 'The database is unavailable; retry later', {
         reason: 'SLUICE_DATABASE_UNAVAILABLE',
         cause: error,
@@ -42,12 +44,16 @@ export function mapPgError(error: unknown, signal?: AbortSignal): SluiceError {
   const field = error.column ?? error.constraint;
   switch (code) {
     case '23505':
-      return new SluiceError('ALREADY_EXISTS', `A row with the same key already exists (${error.constraint})`, {
-        reason: 'SLUICE_UNIQUE_VIOLATION',
-        violations: violation(error.constraint, 'unique constraint'),
-        metadata: { constraint: error.constraint ?? '' },
-        cause,
-      });
+      return new SluiceError(
+        'ALREADY_EXISTS',
+        `A row with the same key already exists (${error.constraint})`,
+        {
+          reason: 'SLUICE_UNIQUE_VIOLATION',
+          violations: violation(error.constraint, 'unique constraint'),
+          metadata: { constraint: error.constraint ?? '' },
+          cause,
+        },
+      );
     case '23503':
     case '23514':
     case '23502':
@@ -71,7 +77,12 @@ export function mapPgError(error: unknown, signal?: AbortSignal): SluiceError {
         /row-level security/i.test(error.message)
           ? 'The row is not allowed by the row level security policy'
           : 'Permission denied',
-        { reason: /row-level security/i.test(error.message) ? 'SLUICE_RLS_VIOLATION' : 'SLUICE_PERMISSION_DENIED', cause },
+        {
+          reason: /row-level security/i.test(error.message)
+            ? 'SLUICE_RLS_VIOLATION'
+            : 'SLUICE_PERMISSION_DENIED',
+          cause,
+        },
       );
     case '40001':
     case '40P01':

@@ -1,4 +1,12 @@
 export {
+  CORE_MIGRATIONS_DIR,
+  CORE_MIGRATIONS_TABLE,
+  type MigrateAllOptions,
+  migrateAll,
+  migrationsCurrent,
+  runSqlFile,
+} from './bootstrap';
+export {
   type CatalogColumn,
   type CatalogForeignKey,
   type CatalogFunction,
@@ -20,7 +28,7 @@ export {
   type StatementResult,
 } from './database';
 export { mapPgError } from './errors';
-export { type PgType, TypeRegistry, type TypeKind } from './pg-types';
+export { type PgType, type TypeKind, TypeRegistry } from './pg-types';
 export { createPool, type PoolConfig } from './pool';
 export { compile } from './sql';
-export { decodeValue, encodeValue, formatTimestamp, parseTimestamp, type PgParam } from './wire-values';
+export { decodeValue, encodeValue, formatTimestamp, type PgParam, parseTimestamp } from './wire-values';

@@ -106,7 +106,12 @@ const DECIMAL_RE = /^[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?$|^[+-]?(NaN|Infinit
  *   that type, naming `field`. Values of the right kind but bad content (an int beyond int4, a
  *   malformed uuid) are left for PostgreSQL to reject, which maps to INVALID_ARGUMENT too.
  */
-export function encodeValue(value: Value | undefined, oid: number, types: TypeRegistry, field: string): PgParam {
+export function encodeValue(
+  value: Value | undefined,
+  oid: number,
+  types: TypeRegistry,
+  field: string,
+): PgParam {
   const kind = value?.kind;
   if (kind === undefined || kind.$case === 'nullValue') return null;
   const typeKind = types.kind(oid);

@@ -3,7 +3,10 @@ import type { CallContext, ServerMiddlewareCall } from 'nice-grpc';
 import type { SluiceCallContext } from './call-middleware';
 
 /** Verifies the `authorization` metadata value and returns who the call runs as. */
-export type Authenticate = (authorization: string | undefined, options: { signal: AbortSignal }) => Promise<Identity>;
+export type Authenticate = (
+  authorization: string | undefined,
+  options: { signal: AbortSignal },
+) => Promise<Identity>;
 
 /** Handlers behind the auth middleware always have an identity. */
 export interface AuthenticatedContext extends SluiceCallContext {
@@ -19,7 +22,9 @@ export function authMiddleware(authenticate: Authenticate) {
     call: ServerMiddlewareCall<Request, Response, AuthenticatedContext>,
     context: CallContext & SluiceCallContext,
   ) {
-    const identity = await authenticate(context.metadata.get('authorization'), { signal: context.sluice.signal });
+    const identity = await authenticate(context.metadata.get('authorization'), {
+      signal: context.sluice.signal,
+    });
     context.sluice.identity = identity;
     return yield* call.next(call.request, { ...context, identity });
   };

@@ -1,7 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import { type Identity, type RequestContext, SluiceError } from '@sluice/core';
-import { type CallContext, type ServerMiddlewareCall, Status } from 'nice-grpc';
 import { isAbortError } from 'abort-controller-x';
+import { type CallContext, type ServerMiddlewareCall, Status } from 'nice-grpc';
 import { ServerError } from 'nice-grpc-common';
 import type { Logger } from 'pino';
 import { DEADLINE_METADATA_KEY } from './deadline-interceptor';
@@ -45,9 +45,21 @@ export function callMiddleware(options: CallMiddlewareOptions) {
     const deadline = Number.isFinite(deadlineMs) && deadlineMs > 0 ? new Date(deadlineMs) : undefined;
     const traceId = TRACEPARENT_RE.exec(context.metadata.get('traceparent') ?? '')?.[1];
     const method = call.method.path;
-    const logger = options.logger.child({ method, request_id: requestId, ...(traceId ? { trace_id: traceId } : {}) });
+    const logger = options.logger.child({
+      method,
+      request_id: requestId,
+      ...(traceId ? { trace_id: traceId } : {}),
+    });
     const { signal, dispose } = callSignal(context.signal, deadline, options.shutdownSignal);
-    const request: SluiceRequest = { signal, deadline, requestId, method, logger, identity: undefined, traceId };
+    const request: SluiceRequest = {
+      signal,
+      deadline,
+      requestId,
+      method,
+      logger,
+      identity: undefined,
+      traceId,
+    };
     context.header.set('x-request-id', requestId);
 
     let code = Status.OK;

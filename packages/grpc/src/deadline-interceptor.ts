@@ -1,4 +1,8 @@
-import { type ServerInterceptingCallInterface, ServerInterceptingCall, type ServerInterceptor } from '@grpc/grpc-js';
+import {
+  ServerInterceptingCall,
+  type ServerInterceptingCallInterface,
+  type ServerInterceptor,
+} from '@grpc/grpc-js';
 
 /** Metadata key the interceptor uses to hand the call's deadline (epoch ms) to nice-grpc handlers. */
 export const DEADLINE_METADATA_KEY = 'x-sluice-deadline-ms';

@@ -35,23 +35,29 @@ export interface SluiceGrpcServer {
 export function createGrpcServer(options: GrpcServerOptions): SluiceGrpcServer {
   const drain = new AbortController();
   const hardStop = new AbortController();
-  const server = createServer({
+  const base = createServer({
     'grpc.max_receive_message_length': options.maxReceiveMessageBytes,
     'grpc.max_send_message_length': options.maxSendMessageBytes,
     interceptors: [deadlineInterceptor],
   });
+  // Middleware first (nice-grpc requires it before any service); health and reflection calls
+  // pass through it too, which costs little and logs them like any other call.
+  // `use` returns a new server object: everything below (add, listen, shutdown) goes through it.
+  const server = base
+    .use(errorDetailsServerMiddleware)
+    .use(callMiddleware({ logger: options.logger, shutdownSignal: hardStop.signal }));
   const health = HealthState();
   server.add(HealthDefinition, HealthServiceImpl(health));
   server.add(
     ServerReflectionService,
-    ServerReflection(readFileSync(descriptorSetPath), [...options.reflectionServices, 'grpc.health.v1.Health']),
+    ServerReflection(readFileSync(descriptorSetPath), [
+      ...options.reflectionServices,
+      'grpc.health.v1.Health',
+    ]),
   );
-  const services = server
-    .use(errorDetailsServerMiddleware)
-    .use(callMiddleware({ logger: options.logger, shutdownSignal: hardStop.signal }));
 
   return {
-    services: services as unknown as Server<SluiceCallContext>,
+    services: server as unknown as Server<SluiceCallContext>,
     health,
     draining: drain.signal,
     listen: (address) => server.listen(address),

@@ -1,20 +1,16 @@
 import { randomBytes } from 'node:crypto';
 import pg from 'pg';
 import { inject } from 'vitest';
+import { asAuthenticator, withDatabase } from './urls';
 
 export interface TestDatabase {
   /** Superuser URL of this test file's own database. */
   readonly url: string;
   readonly name: string;
+  /** URL of the same database as the service's login role (sluice_authenticator): never a superuser. */
+  readonly appUrl: string;
   /** Drops the database (forcing out any connection left behind). */
   drop(): Promise<void>;
-}
-
-/** Replaces the database name of a PostgreSQL URL. */
-export function withDatabase(url: string, database: string): string {
-  const u = new URL(url);
-  u.pathname = `/${database}`;
-  return u.toString();
 }
 
 /**
@@ -35,6 +31,7 @@ export async function createTestDatabase(options: { empty?: boolean } = {}): Pro
   return {
     name,
     url: withDatabase(adminUrl, name),
+    appUrl: asAuthenticator(withDatabase(adminUrl, name)),
     async drop() {
       const c = new pg.Client({ connectionString: adminUrl });
       await c.connect();

@@ -53,7 +53,8 @@ export function loadDataConfig(env: Env): DataConfig {
   for (const role of [anonRole, defaultRole]) {
     if (!allowedRoles.includes(role)) r.problem(`DB_ROLES must include ${role}`);
   }
-  if (allowedRoles.some((role) => /^(postgres|pg_)/.test(role))) r.problem('DB_ROLES must not list postgres or pg_* roles');
+  if (allowedRoles.some((role) => /^(postgres|pg_)/.test(role)))
+    r.problem('DB_ROLES must not list postgres or pg_* roles');
   const config: DataConfig = {
     env: r.string('SLUICE_ENV', 'local'),
     logLevel: r.oneOf('LOG_LEVEL', ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'], 'info'),

@@ -1,17 +1,16 @@
 import { invalidArgument, SluiceError } from '@sluice/core';
 import { compile, type Database, mapPgError, type RequestScope, type SchemaCatalog } from '@sluice/db';
 import type { AuthenticatedContext } from '@sluice/grpc';
-import { data } from '@sluice/proto';
+import type { data } from '@sluice/proto';
+import { sql } from 'kysely';
 import type { CallContext, ServiceImplementation } from 'nice-grpc';
+import { describeSchema } from './describe-schema';
 import { Access } from './query/access';
 import { planCall } from './query/call';
 import { planDelete, planInsert, planUpdate } from './query/mutations';
 import type { Plan } from './query/plan';
 import { toRow } from './query/results';
-import { orderByClause, resolveSelect, type SelectLimits, selectList } from './query/select';
-import { planSelect } from './query/select';
-import { describeSchema } from './describe-schema';
-import { sql } from 'kysely';
+import { orderByClause, planSelect, resolveSelect, type SelectLimits, selectList } from './query/select';
 
 export interface DataServiceDeps {
   readonly db: Database;
@@ -32,9 +31,17 @@ function scopeOf(context: Context, readOnly: boolean): RequestScope {
 
 type OperationResponse = data.OperationResult['kind'];
 
-function planOperation(op: data.Operation, access: Access, limits: SelectLimits, field: string): Plan<OperationResponse> {
+function planOperation(
+  op: data.Operation,
+  access: Access,
+  limits: SelectLimits,
+  field: string,
+): Plan<OperationResponse> {
   const kind = op.kind;
-  const wrap = <R, C extends NonNullable<OperationResponse>['$case']>(plan: Plan<R>, $case: C): Plan<OperationResponse> => ({
+  const wrap = <R, C extends NonNullable<OperationResponse>['$case']>(
+    plan: Plan<R>,
+    $case: C,
+  ): Plan<OperationResponse> => ({
     ...plan,
     finish: async (results, tx) => ({ $case, value: await plan.finish(results, tx) }) as OperationResponse,
   });
@@ -50,7 +57,11 @@ function planOperation(op: data.Operation, access: Access, limits: SelectLimits,
     case 'call':
       return wrap(planCall(kind.value, access, `${field}.call.`), 'call');
     default:
-      throw invalidArgument('SLUICE_EMPTY_OPERATION', field, 'An operation must set select, insert, update, delete or call');
+      throw invalidArgument(
+        'SLUICE_EMPTY_OPERATION',
+        field,
+        'An operation must set select, insert, update, delete or call',
+      );
   }
 }
 
@@ -58,14 +69,18 @@ function planOperation(op: data.Operation, access: Access, limits: SelectLimits,
  * The DataService handlers: validate against the catalog, plan, then run each plan in one
  * request transaction under the caller's role and claims (see @sluice/db Database).
  */
-export function createDataService(deps: DataServiceDeps): ServiceImplementation<typeof data.DataServiceDefinition, AuthenticatedContext> {
+export function createDataService(
+  deps: DataServiceDeps,
+): ServiceImplementation<typeof data.DataServiceDefinition, AuthenticatedContext> {
   const { db, limits } = deps;
   const access = (context: Context) => new Access(deps.catalog(), context.identity.role);
 
   async function run<R>(plan: Plan<R>, context: Context): Promise<R> {
     const scope = scopeOf(context, plan.readOnly);
     if (plan.oneShot) return plan.finish(await db.run(scope, plan.statements), undefined);
-    return db.transaction(scope, async (tx) => plan.finish(await Promise.all(plan.statements.map((s) => tx.query(s))), tx));
+    return db.transaction(scope, async (tx) =>
+      plan.finish(await Promise.all(plan.statements.map((s) => tx.query(s))), tx),
+    );
   }
 
   return {
@@ -79,7 +94,11 @@ export function createDataService(deps: DataServiceDeps): ServiceImplementation<
       if (!req.query) throw invalidArgument('SLUICE_QUERY_REQUIRED', 'query', 'A query is required');
       const q = req.query;
       if (q.pageToken !== '') {
-        throw invalidArgument('SLUICE_INVALID_PAGE_TOKEN', 'query.page_token', 'Streams do not take page tokens');
+        throw invalidArgument(
+          'SLUICE_INVALID_PAGE_TOKEN',
+          'query.page_token',
+          'Streams do not take page tokens',
+        );
       }
       const resolved = resolveSelect(q, access(context), 'query.');
       const limit = q.limit > 0 ? sql` limit ${sql.val(q.limit)}` : sql``;
@@ -100,7 +119,11 @@ export function createDataService(deps: DataServiceDeps): ServiceImplementation<
 
     async transaction(req, context) {
       if (req.operations.length === 0) {
-        throw invalidArgument('SLUICE_OPERATIONS_REQUIRED', 'operations', 'A transaction needs at least one operation');
+        throw invalidArgument(
+          'SLUICE_OPERATIONS_REQUIRED',
+          'operations',
+          'A transaction needs at least one operation',
+        );
       }
       if (req.operations.length > MAX_TRANSACTION_OPERATIONS) {
         throw invalidArgument(
@@ -112,7 +135,10 @@ export function createDataService(deps: DataServiceDeps): ServiceImplementation<
       const a = access(context);
       // Every operation is validated before anything runs.
       const plans = req.operations.map((op, i) => planOperation(op, a, limits, `operations[${i}]`));
-      const scope = scopeOf(context, plans.every((p) => p.readOnly));
+      const scope = scopeOf(
+        context,
+        plans.every((p) => p.readOnly),
+      );
       const results = await db.transaction(
         scope,
         async (tx) => {
@@ -142,7 +168,10 @@ export function createDataService(deps: DataServiceDeps): ServiceImplementation<
 function withOperationIndex(error: SluiceError, index: number): SluiceError {
   return new SluiceError(error.code, `operations[${index}]: ${error.message}`, {
     reason: error.reason,
-    violations: error.violations.map((v) => ({ ...v, field: v.field.startsWith('operations[') ? v.field : `operations[${index}].${v.field}` })),
+    violations: error.violations.map((v) => ({
+      ...v,
+      field: v.field.startsWith('operations[') ? v.field : `operations[${index}].${v.field}`,
+    })),
     metadata: { ...error.metadata, operation_index: String(index) },
     cause: error.cause,
   });

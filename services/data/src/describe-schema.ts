@@ -7,9 +7,18 @@ import type { data } from '@sluice/proto';
  * privilege, with per-column rights, and the functions it may execute. Objects the role
  * cannot touch are left out.
  */
-export function describeSchema(catalog: SchemaCatalog, role: string, schemas: readonly string[]): data.DescribeSchemaResponse {
+export function describeSchema(
+  catalog: SchemaCatalog,
+  role: string,
+  schemas: readonly string[],
+): data.DescribeSchemaResponse {
   for (const [i, s] of schemas.entries()) {
-    if (!catalog.schemas.includes(s)) throw invalidArgument('SLUICE_UNKNOWN_SCHEMA', `schemas[${i}]`, `Schema ${JSON.stringify(s)} is not exposed`);
+    if (!catalog.schemas.includes(s))
+      throw invalidArgument(
+        'SLUICE_UNKNOWN_SCHEMA',
+        `schemas[${i}]`,
+        `Schema ${JSON.stringify(s)} is not exposed`,
+      );
   }
   const wanted = new Set(schemas.length > 0 ? schemas : catalog.schemas);
   const tables: data.TableInfo[] = [];
@@ -39,7 +48,11 @@ export function describeSchema(catalog: SchemaCatalog, role: string, schemas: re
       name: t.name,
       columns,
       primaryKey: [...t.primaryKey],
-      foreignKeys: t.foreignKeys.map((f) => ({ ...f, columns: [...f.columns], referencedColumns: [...f.referencedColumns] })),
+      foreignKeys: t.foreignKeys.map((f) => ({
+        ...f,
+        columns: [...f.columns],
+        referencedColumns: [...f.referencedColumns],
+      })),
       rlsEnabled: t.rlsEnabled,
       canSelect: columns.some((c) => c.canSelect),
       canInsert: columns.some((c) => c.canInsert),

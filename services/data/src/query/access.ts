@@ -21,21 +21,36 @@ export class Access {
    * @throws INVALID_ARGUMENT SLUICE_UNKNOWN_TABLE for a table that does not exist or is not exposed;
    *   PERMISSION_DENIED SLUICE_TABLE_NOT_ALLOWED when the role may not use it for `use`.
    */
-  table(schema: string, name: string, field: string, use: 'select' | 'insert' | 'update' | 'delete'): CatalogTable {
+  table(
+    schema: string,
+    name: string,
+    field: string,
+    use: 'select' | 'insert' | 'update' | 'delete',
+  ): CatalogTable {
     if (name === '') throw invalidArgument('SLUICE_TABLE_REQUIRED', field, 'A table name is required');
     const schemaName = schema === '' ? (this.catalog.schemas[0] ?? 'public') : schema;
-    const table = this.catalog.schemas.includes(schemaName) ? this.catalog.table(schemaName, name) : undefined;
+    const table = this.catalog.schemas.includes(schemaName)
+      ? this.catalog.table(schemaName, name)
+      : undefined;
     if (!table) {
-      throw invalidArgument('SLUICE_UNKNOWN_TABLE', field, `Unknown table ${quote(schemaName)}.${quote(name)}`);
+      throw invalidArgument(
+        'SLUICE_UNKNOWN_TABLE',
+        field,
+        `Unknown table ${quote(schemaName)}.${quote(name)}`,
+      );
     }
     const privileges = table.privileges[this.role];
     const anyColumn = table.columns.some((c) => c.privileges[this.role]?.[use === 'delete' ? 'select' : use]);
     const allowed = use === 'delete' ? privileges?.delete : privileges?.[use] || anyColumn;
     if (!allowed) {
-      throw new SluiceError('PERMISSION_DENIED', `Role ${this.role} may not ${use} ${table.schema}.${table.name}`, {
-        reason: 'SLUICE_TABLE_NOT_ALLOWED',
-        violations: [{ field, description: `${use} is not granted on this table` }],
-      });
+      throw new SluiceError(
+        'PERMISSION_DENIED',
+        `Role ${this.role} may not ${use} ${table.schema}.${table.name}`,
+        {
+          reason: 'SLUICE_TABLE_NOT_ALLOWED',
+          violations: [{ field, description: `${use} is not granted on this table` }],
+        },
+      );
     }
     return table;
   }
@@ -49,10 +64,18 @@ export class Access {
   column(table: CatalogTable, name: string, field: string, use: ColumnUse): CatalogColumn {
     const column = table.columnsByName.get(name);
     if (!column) {
-      throw invalidArgument('SLUICE_UNKNOWN_COLUMN', field, `Unknown column ${quote(name)} in ${table.schema}.${table.name}`);
+      throw invalidArgument(
+        'SLUICE_UNKNOWN_COLUMN',
+        field,
+        `Unknown column ${quote(name)} in ${table.schema}.${table.name}`,
+      );
     }
     if (use !== 'select' && column.generated) {
-      throw invalidArgument('SLUICE_COLUMN_NOT_WRITABLE', field, `Column ${name} is generated and cannot be written`);
+      throw invalidArgument(
+        'SLUICE_COLUMN_NOT_WRITABLE',
+        field,
+        `Column ${name} is generated and cannot be written`,
+      );
     }
     if (!column.privileges[this.role]?.[use]) {
       throw new SluiceError('PERMISSION_DENIED', `Role ${this.role} may not ${use} column ${name}`, {
@@ -66,17 +89,28 @@ export class Access {
   /** Columns by name, each checked, with no duplicates; empty `names` means every column allowed for `use`. */
   columns(table: CatalogTable, names: readonly string[], field: string, use: ColumnUse): CatalogColumn[] {
     if (names.length === 0) {
-      const all = table.columns.filter((c) => c.privileges[this.role]?.[use] && (use === 'select' || !c.generated));
+      const all = table.columns.filter(
+        (c) => c.privileges[this.role]?.[use] && (use === 'select' || !c.generated),
+      );
       if (all.length === 0) {
-        throw new SluiceError('PERMISSION_DENIED', `Role ${this.role} may not ${use} any column of ${table.name}`, {
-          reason: 'SLUICE_TABLE_NOT_ALLOWED',
-        });
+        throw new SluiceError(
+          'PERMISSION_DENIED',
+          `Role ${this.role} may not ${use} any column of ${table.name}`,
+          {
+            reason: 'SLUICE_TABLE_NOT_ALLOWED',
+          },
+        );
       }
       return all;
     }
     const seen = new Set<string>();
     return names.map((name, i) => {
-      if (seen.has(name)) throw invalidArgument('SLUICE_DUPLICATE_COLUMN', `${field}[${i}]`, `Column ${quote(name)} is listed twice`);
+      if (seen.has(name))
+        throw invalidArgument(
+          'SLUICE_DUPLICATE_COLUMN',
+          `${field}[${i}]`,
+          `Column ${quote(name)} is listed twice`,
+        );
       seen.add(name);
       return this.column(table, name, `${field}[${i}]`, use);
     });
@@ -90,7 +124,11 @@ export class Access {
       ? this.catalog.functionOverloads(schemaName, name).filter((f) => f.executableBy.has(this.role))
       : [];
     if (overloads.length === 0) {
-      throw invalidArgument('SLUICE_UNKNOWN_FUNCTION', field, `Unknown function ${quote(schemaName)}.${quote(name)}`);
+      throw invalidArgument(
+        'SLUICE_UNKNOWN_FUNCTION',
+        field,
+        `Unknown function ${quote(schemaName)}.${quote(name)}`,
+      );
     }
     const given = new Set(argNames);
     const matches = overloads.filter(
@@ -99,7 +137,9 @@ export class Access {
         f.args.every((a) => a.hasDefault || given.has(a.name)),
     );
     if (matches.length !== 1) {
-      const signatures = overloads.map((f) => `${f.name}(${f.args.map((a) => a.name || '?').join(', ')})`).join('; ');
+      const signatures = overloads
+        .map((f) => `${f.name}(${f.args.map((a) => a.name || '?').join(', ')})`)
+        .join('; ');
       throw invalidArgument(
         matches.length === 0 ? 'SLUICE_ARGUMENTS_MISMATCH' : 'SLUICE_AMBIGUOUS_FUNCTION',
         `${field}.args`,

@@ -14,14 +14,29 @@ import { EMPTY_RESULT, toResultSet } from './results';
 export function planCall(req: data.CallRequest, access: Access, field = ''): Plan<data.CallResponse> {
   const seen = new Set<string>();
   for (const [i, a] of req.args.entries()) {
-    if (seen.has(a.name)) throw invalidArgument('SLUICE_DUPLICATE_ARGUMENT', `${field}args[${i}].name`, `Argument ${a.name} is given twice`);
+    if (seen.has(a.name))
+      throw invalidArgument(
+        'SLUICE_DUPLICATE_ARGUMENT',
+        `${field}args[${i}].name`,
+        `Argument ${a.name} is given twice`,
+      );
     seen.add(a.name);
   }
-  const fn = access.function(req.schema, req.function, req.args.map((a) => a.name), `${field}function`);
+  const fn = access.function(
+    req.schema,
+    req.function,
+    req.args.map((a) => a.name),
+    `${field}function`,
+  );
   const types = access.catalog.types;
   const args = req.args.map((a, i) => {
     const arg = fn.args.find((p) => p.name === a.name);
-    if (!arg) throw invalidArgument('SLUICE_UNKNOWN_ARGUMENT', `${field}args[${i}].name`, `Unknown argument ${a.name}`);
+    if (!arg)
+      throw invalidArgument(
+        'SLUICE_UNKNOWN_ARGUMENT',
+        `${field}args[${i}].name`,
+        `Unknown argument ${a.name}`,
+      );
     const v = encodeValue(a.value, arg.typeOid, types, `${field}args[${i}].value`);
     return sql`${sql.id(arg.name)} => ${sql.val(v)}::${sql.raw(arg.typeSql)}`;
   });

@@ -24,7 +24,12 @@ interface FilterScope {
  * @throws INVALID_ARGUMENT naming the offending field path (e.g. `filter.and.filters[2].condition.value`);
  *   PERMISSION_DENIED for a column the role cannot read.
  */
-export function compileFilter(filter: Filter, access: Access, table: CatalogTable, field: string): RawBuilder<unknown> {
+export function compileFilter(
+  filter: Filter,
+  access: Access,
+  table: CatalogTable,
+  field: string,
+): RawBuilder<unknown> {
   return compileNode(filter, { access, table, types: access.catalog.types, nodes: 0 }, field, 0);
 }
 
@@ -82,11 +87,19 @@ function compileCondition(condition: Condition, scope: FilterScope, field: strin
     sql`${sql.val(encodeValue(value, column.typeOid, scope.types, f))}::${sql.raw(column.typeSql)}`;
   const requireValue = () => {
     if (isNull(condition.value)) {
-      throw invalidArgument('SLUICE_VALUE_REQUIRED', valueField, 'This operator needs a non-null value (use IS for null)');
+      throw invalidArgument(
+        'SLUICE_VALUE_REQUIRED',
+        valueField,
+        'This operator needs a non-null value (use IS for null)',
+      );
     }
   };
   const wrongOperator = (why: string) =>
-    invalidArgument('SLUICE_OPERATOR_NOT_APPLICABLE', `${field}.op`, `${Operator[op] ?? op} ${why} (column ${column.name})`);
+    invalidArgument(
+      'SLUICE_OPERATOR_NOT_APPLICABLE',
+      `${field}.op`,
+      `${Operator[op] ?? op} ${why} (column ${column.name})`,
+    );
 
   switch (op) {
     case Operator.OPERATOR_EQ:
@@ -105,14 +118,22 @@ function compileCondition(condition: Condition, scope: FilterScope, field: strin
         throw invalidArgument('SLUICE_WRONG_TYPE', valueField, 'LIKE and ILIKE take a string pattern');
       }
       const pattern = sql.val(condition.value.kind.value);
-      return op === Operator.OPERATOR_LIKE ? sql`${ref}::text like ${pattern}` : sql`${ref}::text ilike ${pattern}`;
+      return op === Operator.OPERATOR_LIKE
+        ? sql`${ref}::text like ${pattern}`
+        : sql`${ref}::text ilike ${pattern}`;
     }
     case Operator.OPERATOR_IN: {
       if (condition.values.length > MAX_IN_VALUES) {
-        throw invalidArgument('SLUICE_TOO_MANY_VALUES', `${field}.values`, `IN takes ${MAX_IN_VALUES} values at most`);
+        throw invalidArgument(
+          'SLUICE_TOO_MANY_VALUES',
+          `${field}.values`,
+          `IN takes ${MAX_IN_VALUES} values at most`,
+        );
       }
       if (kind === 'array') throw wrongOperator('does not apply to array columns (use CONTAINS or OVERLAPS)');
-      const values = condition.values.map((v, i) => encodeValue(v, column.typeOid, scope.types, `${field}.values[${i}]`));
+      const values = condition.values.map((v, i) =>
+        encodeValue(v, column.typeOid, scope.types, `${field}.values[${i}]`),
+      );
       return sql`${ref} = any(${sql.val(values)}::${sql.raw(column.typeSql)}[])`;
     }
     case Operator.OPERATOR_IS: {
@@ -129,7 +150,11 @@ function compileCondition(condition: Condition, scope: FilterScope, field: strin
     case Operator.OPERATOR_OVERLAPS: {
       const jsonb = scope.types.base(column.typeOid)?.name === 'jsonb';
       if (kind !== 'array' && !(jsonb && op !== Operator.OPERATOR_OVERLAPS)) {
-        throw wrongOperator(op === Operator.OPERATOR_OVERLAPS ? 'applies to array columns' : 'applies to array and jsonb columns');
+        throw wrongOperator(
+          op === Operator.OPERATOR_OVERLAPS
+            ? 'applies to array columns'
+            : 'applies to array and jsonb columns',
+        );
       }
       requireValue();
       return sql`${ref} ${sql.raw(COMPARISON[op] as string)} ${param(condition.value, valueField)}`;
@@ -141,7 +166,12 @@ function compileCondition(condition: Condition, scope: FilterScope, field: strin
   }
 }
 
-function compileMatch(condition: Condition, column: CatalogColumn, scope: FilterScope, field: string): RawBuilder<unknown> {
+function compileMatch(
+  condition: Condition,
+  column: CatalogColumn,
+  scope: FilterScope,
+  field: string,
+): RawBuilder<unknown> {
   if (condition.value?.kind?.$case !== 'stringValue') {
     throw invalidArgument('SLUICE_WRONG_TYPE', `${field}.value`, 'MATCH takes a search string');
   }
@@ -149,6 +179,11 @@ function compileMatch(condition: Condition, column: CatalogColumn, scope: Filter
   const query = sql`websearch_to_tsquery(${config}, ${sql.val(condition.value.kind.value)})`;
   const typeName = scope.types.base(column.typeOid)?.name;
   if (typeName === 'tsvector') return sql`${sql.id(column.name)} @@ ${query}`;
-  if (scope.types.kind(column.typeOid) === 'text') return sql`to_tsvector(${config}, ${sql.id(column.name)}::text) @@ ${query}`;
-  throw invalidArgument('SLUICE_OPERATOR_NOT_APPLICABLE', `${field}.op`, `MATCH applies to tsvector and text columns (column ${column.name})`);
+  if (scope.types.kind(column.typeOid) === 'text')
+    return sql`to_tsvector(${config}, ${sql.id(column.name)}::text) @@ ${query}`;
+  throw invalidArgument(
+    'SLUICE_OPERATOR_NOT_APPLICABLE',
+    `${field}.op`,
+    `MATCH applies to tsvector and text columns (column ${column.name})`,
+  );
 }

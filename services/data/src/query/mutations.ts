@@ -15,7 +15,12 @@ interface Mutation {
   readonly affected: bigint;
 }
 
-function returningClause(table: CatalogTable, names: readonly string[], access: Access, field: string): RawBuilder<unknown> {
+function returningClause(
+  table: CatalogTable,
+  names: readonly string[],
+  access: Access,
+  field: string,
+): RawBuilder<unknown> {
   if (names.length === 0) return sql``;
   const columns = access.columns(table, names, field, 'select');
   return sql` returning ${sql.join(columns.map((c) => sql.id(c.name)))}`;
@@ -55,9 +60,14 @@ function mutationPlan(
 /** Plans an Insert of many rows in one statement, optionally as an upsert. */
 export function planInsert(req: data.InsertRequest, access: Access, field = ''): Plan<data.InsertResponse> {
   const table = access.table(req.schema, req.table, `${field}table`, 'insert');
-  if (req.rows.length === 0) throw invalidArgument('SLUICE_ROWS_REQUIRED', `${field}rows`, 'Insert needs at least one row');
+  if (req.rows.length === 0)
+    throw invalidArgument('SLUICE_ROWS_REQUIRED', `${field}rows`, 'Insert needs at least one row');
   if (req.columns.length === 0) {
-    throw invalidArgument('SLUICE_COLUMNS_REQUIRED', `${field}columns`, 'Name the columns the rows give values for');
+    throw invalidArgument(
+      'SLUICE_COLUMNS_REQUIRED',
+      `${field}columns`,
+      'Name the columns the rows give values for',
+    );
   }
   const columns = access.columns(table, req.columns, `${field}columns`, 'insert');
   if (req.rows.length * columns.length > MAX_PARAMETERS) {
@@ -82,7 +92,13 @@ export function planInsert(req: data.InsertRequest, access: Access, field = ''):
     });
     return sql`(${sql.join(values)})`;
   });
-  const conflict = onConflictClause(req.onConflict, table, columns.map((c) => c.name), access, `${field}on_conflict`);
+  const conflict = onConflictClause(
+    req.onConflict,
+    table,
+    columns.map((c) => c.name),
+    access,
+    `${field}on_conflict`,
+  );
   const statement = sql`insert into ${sql.id(table.schema, table.name)} (${sql.join(columns.map((c) => sql.id(c.name)))}) values ${sql.join(tuples)}${conflict}${returningClause(table, req.returning, access, `${field}returning`)}`;
   return mutationPlan(statement, access, req.returning.length > 0, undefined, field);
 }
@@ -97,25 +113,44 @@ function onConflictClause(
   if (!onConflict || onConflict.action === data.ConflictAction.CONFLICT_ACTION_UNSPECIFIED) return sql``;
   const targetNames = onConflict.target.length > 0 ? onConflict.target : table.primaryKey;
   if (targetNames.length === 0) {
-    throw invalidArgument('SLUICE_CONFLICT_TARGET_REQUIRED', `${field}.target`, 'The table has no primary key: name the conflict target');
+    throw invalidArgument(
+      'SLUICE_CONFLICT_TARGET_REQUIRED',
+      `${field}.target`,
+      'The table has no primary key: name the conflict target',
+    );
   }
   const target = targetNames.map((name, i) => {
     const column = table.columnsByName.get(name);
-    if (!column) throw invalidArgument('SLUICE_UNKNOWN_COLUMN', `${field}.target[${i}]`, `Unknown column ${JSON.stringify(name)}`);
+    if (!column)
+      throw invalidArgument(
+        'SLUICE_UNKNOWN_COLUMN',
+        `${field}.target[${i}]`,
+        `Unknown column ${JSON.stringify(name)}`,
+      );
     return sql.id(column.name);
   });
   if (onConflict.action === data.ConflictAction.CONFLICT_ACTION_IGNORE) {
     return sql` on conflict (${sql.join(target)}) do nothing`;
   }
   const updateNames =
-    onConflict.updateColumns.length > 0 ? onConflict.updateColumns : inserted.filter((n) => !targetNames.includes(n));
+    onConflict.updateColumns.length > 0
+      ? onConflict.updateColumns
+      : inserted.filter((n) => !targetNames.includes(n));
   if (updateNames.length === 0) {
-    throw invalidArgument('SLUICE_NOTHING_TO_UPDATE', `${field}.update_columns`, 'A merge needs at least one column to update');
+    throw invalidArgument(
+      'SLUICE_NOTHING_TO_UPDATE',
+      `${field}.update_columns`,
+      'A merge needs at least one column to update',
+    );
   }
   const updates = access.columns(table, updateNames, `${field}.update_columns`, 'update');
   for (const [i, c] of updates.entries()) {
     if (!inserted.includes(c.name)) {
-      throw invalidArgument('SLUICE_UNKNOWN_COLUMN', `${field}.update_columns[${i}]`, `Column ${c.name} is not among the inserted columns`);
+      throw invalidArgument(
+        'SLUICE_UNKNOWN_COLUMN',
+        `${field}.update_columns[${i}]`,
+        `Column ${c.name} is not among the inserted columns`,
+      );
     }
   }
   const sets = updates.map((c) => sql`${sql.id(c.name)} = excluded.${sql.id(c.name)}`);
@@ -136,11 +171,17 @@ function requireFilter(filter: unknown, field: string): void {
 export function planUpdate(req: data.UpdateRequest, access: Access, field = ''): Plan<data.UpdateResponse> {
   const table = access.table(req.schema, req.table, `${field}table`, 'update');
   requireFilter(req.filter, `${field}filter`);
-  if (req.set.length === 0) throw invalidArgument('SLUICE_SET_REQUIRED', `${field}set`, 'Update needs at least one assignment');
+  if (req.set.length === 0)
+    throw invalidArgument('SLUICE_SET_REQUIRED', `${field}set`, 'Update needs at least one assignment');
   const seen = new Set<string>();
   const sets = req.set.map((a, i) => {
     const column = access.column(table, a.column, `${field}set[${i}].column`, 'update');
-    if (seen.has(column.name)) throw invalidArgument('SLUICE_DUPLICATE_COLUMN', `${field}set[${i}].column`, `Column ${column.name} is set twice`);
+    if (seen.has(column.name))
+      throw invalidArgument(
+        'SLUICE_DUPLICATE_COLUMN',
+        `${field}set[${i}].column`,
+        `Column ${column.name} is set twice`,
+      );
     seen.add(column.name);
     const v = encodeValue(a.value, column.typeOid, access.catalog.types, `${field}set[${i}].value`);
     return sql`${sql.id(column.name)} = ${sql.val(v)}::${sql.raw(column.typeSql)}`;

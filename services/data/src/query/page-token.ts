@@ -28,7 +28,12 @@ export function encodePageToken(shape: string, keys: readonly (string | null)[])
  * @throws INVALID_ARGUMENT SLUICE_INVALID_PAGE_TOKEN for a malformed token,
  *   SLUICE_PAGE_TOKEN_MISMATCH for a token from a different query.
  */
-export function decodePageToken(token: string, shape: string, keyCount: number, field: string): readonly (string | null)[] {
+export function decodePageToken(
+  token: string,
+  shape: string,
+  keyCount: number,
+  field: string,
+): readonly (string | null)[] {
   let body: TokenBody;
   try {
     body = JSON.parse(Buffer.from(token, 'base64url').toString('utf8')) as TokenBody;

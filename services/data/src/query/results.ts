@@ -5,7 +5,11 @@ import type { ResultSet, Row } from '@sluice/proto';
  * Turns a statement's raw text result into the wire ResultSet: column names and types once,
  * then typed rows. `width` keeps only the first columns (Select appends hidden keyset columns).
  */
-export function toResultSet(result: StatementResult, types: TypeRegistry, width = result.fields.length): ResultSet {
+export function toResultSet(
+  result: StatementResult,
+  types: TypeRegistry,
+  width = result.fields.length,
+): ResultSet {
   const fields = result.fields.slice(0, width);
   return {
     columns: fields.map((f) => ({ name: f.name, type: types.name(f.dataTypeID) })),

@@ -42,14 +42,18 @@ export function resolveSelect(req: data.SelectRequest, access: Access, field: st
   const order: SortKey[] = req.order.map((o, i) => {
     const column = access.column(table, o.column, `${field}order[${i}].column`, 'select');
     const desc = o.direction === data.SortDirection.SORT_DIRECTION_DESC;
-    const nullsFirst = o.nulls === data.NullsOrder.NULLS_ORDER_UNSPECIFIED ? desc : o.nulls === data.NullsOrder.NULLS_ORDER_FIRST;
+    const nullsFirst =
+      o.nulls === data.NullsOrder.NULLS_ORDER_UNSPECIFIED
+        ? desc
+        : o.nulls === data.NullsOrder.NULLS_ORDER_FIRST;
     return { column, desc, nullsFirst };
   });
   const pk = table.primaryKey.map((name) => table.columnsByName.get(name));
   const keyset = pk.length > 0 && pk.every((c) => c?.privileges[access.role]?.select);
   if (keyset) {
     for (const column of pk as CatalogColumn[]) {
-      if (!order.some((k) => k.column.name === column.name)) order.push({ column, desc: false, nullsFirst: false });
+      if (!order.some((k) => k.column.name === column.name))
+        order.push({ column, desc: false, nullsFirst: false });
     }
   }
   return { table, columns, where, order, keyset };
@@ -62,7 +66,8 @@ export function selectList(columns: readonly CatalogColumn[]): RawBuilder<unknow
 export function orderByClause(order: readonly SortKey[]): RawBuilder<unknown> {
   if (order.length === 0) return sql``;
   const keys = order.map(
-    (k) => sql`${sql.id(k.column.name)} ${sql.raw(k.desc ? 'desc' : 'asc')} nulls ${sql.raw(k.nullsFirst ? 'first' : 'last')}`,
+    (k) =>
+      sql`${sql.id(k.column.name)} ${sql.raw(k.desc ? 'desc' : 'asc')} nulls ${sql.raw(k.nullsFirst ? 'first' : 'last')}`,
   );
   return sql` order by ${sql.join(keys)}`;
 }
@@ -86,10 +91,19 @@ function afterKeys(order: readonly SortKey[], keys: readonly (string | null)[]):
 }
 
 /** Plans a Select: one statement for the rows and, if asked, one for the count, in one round trip. */
-export function planSelect(req: data.SelectRequest, access: Access, limits: SelectLimits, field = ''): Plan<data.SelectResponse> {
+export function planSelect(
+  req: data.SelectRequest,
+  access: Access,
+  limits: SelectLimits,
+  field = '',
+): Plan<data.SelectResponse> {
   const q = resolveSelect(req, access, field);
   if (req.pageToken !== '' && req.offset > 0) {
-    throw invalidArgument('SLUICE_PAGE_TOKEN_WITH_OFFSET', `${field}offset`, 'Use either offset or page_token, not both');
+    throw invalidArgument(
+      'SLUICE_PAGE_TOKEN_WITH_OFFSET',
+      `${field}offset`,
+      'Use either offset or page_token, not both',
+    );
   }
   if (req.pageToken !== '' && !q.keyset) {
     throw invalidArgument(
@@ -99,9 +113,16 @@ export function planSelect(req: data.SelectRequest, access: Access, limits: Sele
     );
   }
   const limit = Math.min(req.limit === 0 ? limits.defaultLimit : req.limit, limits.maxRows);
-  const shape = queryShape([q.table.schema, q.table.name, req.filter ? Filter.toJSON(req.filter) : null, q.order.map((k) => [k.column.name, k.desc, k.nullsFirst])]);
+  const shape = queryShape([
+    q.table.schema,
+    q.table.name,
+    req.filter ? Filter.toJSON(req.filter) : null,
+    q.order.map((k) => [k.column.name, k.desc, k.nullsFirst]),
+  ]);
   const keyColumns = q.keyset ? q.order.map((k) => k.column) : [];
-  const keys = req.pageToken ? decodePageToken(req.pageToken, shape, keyColumns.length, `${field}page_token`) : undefined;
+  const keys = req.pageToken
+    ? decodePageToken(req.pageToken, shape, keyColumns.length, `${field}page_token`)
+    : undefined;
   const where = keys ? sql`${q.where} and ${afterKeys(q.order, keys)}` : q.where;
   const hidden = keyColumns.map((c, i) => sql`${sql.id(c.name)} as ${sql.id(`__sluice_k${i}`)}`);
   const list = sql.join([...q.columns.map((c) => sql.id(c.name)), ...hidden]);
@@ -115,7 +136,8 @@ export function planSelect(req: data.SelectRequest, access: Access, limits: Sele
   const mode = req.count;
   const statements = [rows];
   if (mode === data.CountMode.COUNT_MODE_EXACT) statements.push(exact);
-  if (mode === data.CountMode.COUNT_MODE_PLANNED || mode === data.CountMode.COUNT_MODE_ESTIMATED) statements.push(planned);
+  if (mode === data.CountMode.COUNT_MODE_PLANNED || mode === data.CountMode.COUNT_MODE_ESTIMATED)
+    statements.push(planned);
 
   return {
     readOnly: true,

@@ -1,0 +1,65 @@
+import { readFile } from 'node:fs/promises';
+import { fileURLToPath } from 'node:url';
+import type { AbortOptions } from '@sluice/core';
+import { type Applied, Migrator } from '@sluice/migrate';
+import pg from 'pg';
+
+/** Sluice's own schema (roles, auth.* helpers, the sluice schema), versioned apart from the user's. */
+export const CORE_MIGRATIONS_DIR = fileURLToPath(new URL('../migrations', import.meta.url));
+export const CORE_MIGRATIONS_TABLE = 'sluice_schema_migrations';
+
+export interface MigrateAllOptions extends AbortOptions {
+  /** The user's golang-migrate folder (the reference application's `migrations/` by default). */
+  readonly userDir: string;
+  readonly log?: (message: string) => void;
+}
+
+/**
+ * Brings a database up to date: Sluice's core migrations first (table sluice_schema_migrations),
+ * then the user's (table schema_migrations). Each runner holds golang-migrate's advisory lock,
+ * so concurrent starts migrate once.
+ *
+ * @throws SluiceError FAILED_PRECONDITION when a database is dirty or a migration fails.
+ */
+export async function migrateAll(connectionString: string, options: MigrateAllOptions): Promise<Applied[]> {
+  const { signal, log } = options;
+  const common = { connectionString, ...(log ? { log } : {}) };
+  const core = await new Migrator({ ...common, dir: CORE_MIGRATIONS_DIR, table: CORE_MIGRATIONS_TABLE }).up(
+    undefined,
+    signal ? { signal } : {},
+  );
+  const user = await new Migrator({ ...common, dir: options.userDir }).up(
+    undefined,
+    signal ? { signal } : {},
+  );
+  return [...core, ...user];
+}
+
+/** True when neither migration set has anything pending and neither is dirty. */
+export async function migrationsCurrent(connectionString: string, userDir: string): Promise<boolean> {
+  for (const m of [
+    new Migrator({ connectionString, dir: CORE_MIGRATIONS_DIR, table: CORE_MIGRATIONS_TABLE }),
+    new Migrator({ connectionString, dir: userDir }),
+  ]) {
+    const [state, pending] = await Promise.all([m.version(), m.pending()]);
+    if (state.dirty || pending.length > 0) return false;
+  }
+  return true;
+}
+
+/** Runs a SQL file in one transaction (the demo seed). */
+export async function runSqlFile(connectionString: string, file: string): Promise<void> {
+  const text = await readFile(file, 'utf8');
+  const client = new pg.Client({ connectionString });
+  await client.connect();
+  try {
+    await client.query('begin');
+    await client.query(text);
+    await client.query('commit');
+  } catch (error) {
+    await client.query('rollback').catch(() => {});
+    throw error;
+  } finally {
+    await client.end();
+  }
+}

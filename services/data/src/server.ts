@@ -1,0 +1,103 @@
+import { setTimeout as delay } from 'node:timers/promises';
+import { createAuthenticator } from '@sluice/auth';
+import { CatalogWatcher, createPool, Database, migrationsCurrent } from '@sluice/db';
+import { authMiddleware, createGrpcServer } from '@sluice/grpc';
+import { createLogger } from '@sluice/observability';
+import { data } from '@sluice/proto';
+import type { Logger } from 'pino';
+import type { DataConfig } from './config';
+import { createDataService } from './data-service';
+
+export interface DataServer {
+  /** The port the gRPC server listens on (useful with port 0). */
+  readonly port: number;
+  readonly logger: Logger;
+  /** Graceful stop: refuse new calls, let running ones finish (bounded), close pools. */
+  close(): Promise<void>;
+}
+
+export interface StartOptions {
+  readonly logger?: Logger;
+  /** Folder of the user's migrations, for the health check's "migrations current". */
+  readonly migrationsDir?: string;
+}
+
+const SERVICE_NAME = data.DataServiceDefinition.fullName;
+
+/**
+ * Composes the data service: pool and request executor, schema catalog with live reload, JWT
+ * authentication, and the gRPC server with health and reflection. Health turns SERVING for
+ * `sluice.data.v1.DataService` once the database answers and (if `migrationsDir` is given) its
+ * migrations are current.
+ */
+export async function startDataServer(config: DataConfig, options: StartOptions = {}): Promise<DataServer> {
+  const logger = options.logger ?? createLogger({ service: 'data', level: config.logLevel, env: config.env });
+  const pool = createPool({
+    connectionString: config.databaseUrl,
+    applicationName: 'sluice-data',
+    ...config.pool,
+  });
+  const db = new Database(pool, { statementTimeoutMs: config.limits.statementTimeoutMs });
+  const catalog = await CatalogWatcher.start({
+    connectionString: config.databaseUrl,
+    schemas: config.schemas,
+    roles: config.auth.allowedRoles,
+    logger,
+  });
+  const authenticator = createAuthenticator({ ...stripUndefined(config.auth) });
+  const server = createGrpcServer({
+    logger,
+    maxReceiveMessageBytes: config.limits.maxMessageBytes,
+    maxSendMessageBytes: config.limits.maxMessageBytes,
+    reflectionServices: [SERVICE_NAME],
+  });
+  server.services
+    .with(authMiddleware((header, o) => authenticator.authenticate(header, o)))
+    .add(
+      data.DataServiceDefinition,
+      createDataService({ db, catalog: () => catalog.current, limits: config.limits }),
+    );
+  const port = await server.listen(config.grpcAddress);
+  logger.info({ address: config.grpcAddress, port }, 'data service listening');
+
+  const stopHealth = new AbortController();
+  void watchReadiness(config.databaseUrl, options.migrationsDir, stopHealth.signal, (ready) =>
+    server.health.setStatus(ready ? 'healthy' : 'unhealthy', SERVICE_NAME),
+  );
+
+  return {
+    port,
+    logger,
+    async close() {
+      stopHealth.abort();
+      await server.shutdown(config.shutdownGraceMs);
+      authenticator.close();
+      await catalog.close();
+      await db.close();
+      logger.info('data service stopped');
+    },
+  };
+}
+
+/** Re-checks readiness every few seconds until stopped: database reachable, migrations current. */
+async function watchReadiness(
+  connectionString: string,
+  migrationsDir: string | undefined,
+  signal: AbortSignal,
+  report: (ready: boolean) => void,
+): Promise<void> {
+  while (!signal.aborted) {
+    let ready = false;
+    try {
+      ready = migrationsDir ? await migrationsCurrent(connectionString, migrationsDir) : true;
+    } catch {
+      ready = false;
+    }
+    report(ready);
+    await delay(ready ? 15_000 : 2_000, undefined, { signal }).catch(() => {});
+  }
+}
+
+function stripUndefined<T extends object>(value: T): T {
+  return Object.fromEntries(Object.entries(value).filter(([, v]) => v !== undefined)) as T;
+}
