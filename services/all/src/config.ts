@@ -1,0 +1,42 @@
+import path from 'node:path';
+import { deepFreeze, type Env, EnvReader } from '@sluice/core';
+
+/** Settings of the all-in-one launcher (`npm start`); each service reads its own on top. */
+export interface LauncherConfig {
+  readonly projectRoot: string;
+  /** External PostgreSQL; when unset, an embedded one is started. */
+  readonly databaseUrl: string | undefined;
+  /** URL used to run migrations (an owner/superuser); defaults to databaseUrl. */
+  readonly migrateDatabaseUrl: string | undefined;
+  readonly migrateOnStart: boolean;
+  readonly migrationsDir: string;
+  /** Load db/seed.sql into an empty database (default on for the embedded database only). */
+  readonly seedDemoData: boolean;
+  readonly embedded: {
+    readonly dataDir: string;
+    readonly port: number;
+    readonly database: string;
+  };
+  readonly logLevel: string;
+}
+
+export function loadLauncherConfig(env: Env, projectRoot: string): LauncherConfig {
+  const r = new EnvReader(env);
+  const databaseUrl = r.url('DATABASE_URL');
+  const config: LauncherConfig = {
+    projectRoot,
+    databaseUrl,
+    migrateDatabaseUrl: r.url('MIGRATE_DATABASE_URL') ?? databaseUrl,
+    migrateOnStart: r.bool('MIGRATE_ON_START', true),
+    migrationsDir: path.resolve(projectRoot, r.string('MIGRATIONS_DIR', 'migrations')),
+    seedDemoData: r.bool('SEED_DEMO_DATA', databaseUrl === undefined),
+    embedded: {
+      dataDir: path.resolve(projectRoot, r.string('SLUICE_DATA_DIR', '.sluice/postgres')),
+      port: r.int('EMBEDDED_PG_PORT', 54329, { min: 1, max: 65535 }),
+      database: r.string('EMBEDDED_PG_DATABASE', 'sluice'),
+    },
+    logLevel: r.string('LOG_LEVEL', 'info'),
+  };
+  r.done();
+  return deepFreeze(config);
+}

@@ -1,0 +1,1 @@
+export { type LauncherConfig, loadLauncherConfig } from './config';

@@ -1,0 +1,141 @@
+import { fileURLToPath } from 'node:url';
+import { signToken } from '@sluice/auth';
+import { ConfigError } from '@sluice/core';
+import { type DataServer, loadDataConfig, startDataServer } from '@sluice/data-service';
+import { migrateAll, runSqlFile } from '@sluice/db';
+import { type RunningPostgres, startEmbeddedPostgres } from '@sluice/embedded';
+import { createLogger } from '@sluice/observability';
+import pg from 'pg';
+import { loadLauncherConfig } from './config';
+import { localSecret } from './local-secrets';
+
+/**
+ * `npm start`: everything in one process. With no DATABASE_URL it starts an embedded
+ * PostgreSQL under .sluice/, migrates it, loads the demo data once and prints demo tokens;
+ * with DATABASE_URL it migrates (MIGRATE_ON_START) and serves that database.
+ */
+const projectRoot = fileURLToPath(new URL('../../../', import.meta.url));
+const DEMO_USERS = {
+  alice: 'aaaaaaaa-aaaa-aaaa-aaaa-aaaaaaaaaaaa',
+  bob: 'bbbbbbbb-bbbb-bbbb-bbbb-bbbbbbbbbbbb',
+} as const;
+
+async function main(): Promise<void> {
+  const launcher = loadLauncherConfig(process.env, projectRoot);
+  const log = createLogger({ service: 'launcher', level: launcher.logLevel, env: process.env.SLUICE_ENV ?? 'local' });
+  const env: Record<string, string | undefined> = { ...process.env };
+  let embedded: RunningPostgres | undefined;
+  let data: DataServer | undefined;
+  let stopping = false;
+
+  const stop = async (signal: string) => {
+    if (stopping) return;
+    stopping = true;
+    log.info({ signal }, 'shutting down');
+    await data?.close().catch((err: unknown) => log.error({ err }, 'data service did not stop cleanly'));
+    await embedded?.stop().catch((err: unknown) => log.error({ err }, 'embedded PostgreSQL did not stop cleanly'));
+    log.info('stopped');
+    process.exit(0);
+  };
+  process.once('SIGINT', () => void stop('SIGINT'));
+  process.once('SIGTERM', () => void stop('SIGTERM'));
+
+  let migrateUrl = launcher.migrateDatabaseUrl;
+  if (!launcher.databaseUrl) {
+    log.info({ dataDir: launcher.embedded.dataDir, port: launcher.embedded.port }, 'starting embedded PostgreSQL');
+    embedded = await startEmbeddedPostgres({
+      dataDir: launcher.embedded.dataDir,
+      port: launcher.embedded.port,
+      persistent: true,
+    });
+    const superuser = await ensureDatabase(embedded.url, launcher.embedded.database);
+    migrateUrl = superuser;
+    env.DATABASE_URL = superuser; // replaced by the login role's URL below, once it has a password
+    env.JWT_SECRET ??= localSecret(projectRoot, 'jwt-secret');
+  }
+  if (launcher.migrateOnStart && migrateUrl) {
+    const applied = await migrateAll(migrateUrl, { userDir: launcher.migrationsDir, log: (m) => log.debug(m) });
+    log.info({ applied: applied.length }, 'migrations current');
+  }
+  if (launcher.seedDemoData && migrateUrl && (await isEmpty(migrateUrl))) {
+    await runSqlFile(migrateUrl, `${projectRoot}db/seed.sql`);
+    log.info('demo data loaded');
+  }
+  if (embedded && migrateUrl) {
+    // The service never connects as the superuser: it logs in as sluice_authenticator.
+    env.DATABASE_URL = await authenticatorUrl(migrateUrl, localSecret(projectRoot, 'authenticator-password'));
+  }
+
+  const dataConfig = loadDataConfig(env);
+  data = await startDataServer(dataConfig, { migrationsDir: launcher.migrationsDir });
+  if (embedded) await printWelcome(dataConfig.grpcAddress, dataConfig.auth.jwtSecret);
+}
+
+async function ensureDatabase(superuserUrl: string, database: string): Promise<string> {
+  const client = new pg.Client({ connectionString: superuserUrl });
+  await client.connect();
+  try {
+    const exists = await client.query('select 1 from pg_database where datname = $1', [database]);
+    if (exists.rowCount === 0) await client.query(`create database ${client.escapeIdentifier(database)}`);
+  } finally {
+    await client.end();
+  }
+  const url = new URL(superuserUrl);
+  url.pathname = `/${database}`;
+  return url.toString();
+}
+
+async function isEmpty(url: string): Promise<boolean> {
+  const client = new pg.Client({ connectionString: url });
+  await client.connect();
+  try {
+    const r = await client.query("select to_regclass('public.tenants') is not null and not exists (select 1 from public.tenants) as empty");
+    return r.rows[0]?.empty === true;
+  } finally {
+    await client.end();
+  }
+}
+
+async function authenticatorUrl(superuserUrl: string, password: string): Promise<string> {
+  const client = new pg.Client({ connectionString: superuserUrl });
+  await client.connect();
+  try {
+    await client.query(`alter role sluice_authenticator password ${client.escapeLiteral(password)}`);
+  } finally {
+    await client.end();
+  }
+  const url = new URL(superuserUrl);
+  url.username = 'sluice_authenticator';
+  url.password = password;
+  return url.toString();
+}
+
+async function printWelcome(address: string, secret: string | undefined): Promise<void> {
+  if (!secret) return;
+  const day = 24 * 3600;
+  const alice = await signToken(secret, { sub: DEMO_USERS.alice, role: 'authenticated' }, { expiresIn: day });
+  const bob = await signToken(secret, { sub: DEMO_USERS.bob, role: 'authenticated' }, { expiresIn: day });
+  const service = await signToken(secret, { role: 'service_role' }, { expiresIn: day });
+  const lines = [
+    '',
+    `Sluice is running. Data service (gRPC): ${address}`,
+    '',
+    'Demo tokens (valid 24 h):',
+    `  alice (admin of Acme):   ${alice}`,
+    `  bob (admin of Globex):   ${bob}`,
+    `  service_role (no RLS):   ${service}`,
+    '',
+    'Try it (in another terminal):',
+    `  SLUICE_TOKEN=${alice} npx tsx examples/quickstart.ts`,
+    '',
+    'Ctrl-C stops everything.',
+    '',
+  ];
+  process.stdout.write(`${lines.join('\n')}\n`);
+}
+
+main().catch((error: unknown) => {
+  if (error instanceof ConfigError) process.stderr.write(`${error.message}\n`);
+  else process.stderr.write(`sluice failed to start: ${error instanceof Error ? (error.stack ?? error.message) : String(error)}\n`);
+  process.exit(1);
+});
