@@ -1,0 +1,40 @@
+// Regenerates db/schema.ts (the sqlc analogue: Kysely types for the whole reference database)
+// with kysely-codegen, from a fresh embedded PostgreSQL migrated with core + migrations/.
+// `--verify` checks the committed file instead of writing it (npm run check uses this).
+import { execFileSync } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { migrateAll } from '@sluice/db';
+import { startEmbeddedPostgres } from '@sluice/embedded';
+import { freePort } from '@sluice/testing';
+
+const root = fileURLToPath(new URL('../', import.meta.url));
+const verify = process.argv.includes('--verify');
+const dataDir = mkdtempSync(path.join(tmpdir(), 'sluice-codegen-'));
+const pg = await startEmbeddedPostgres({ dataDir, port: await freePort(), persistent: false });
+try {
+  await migrateAll(pg.url, { userDir: path.join(root, 'migrations') });
+  execFileSync(
+    path.join(root, 'node_modules/.bin/kysely-codegen'),
+    [
+      '--dialect', 'postgres',
+      '--url', pg.url,
+      '--out-file', path.join(root, 'db/schema.ts'),
+      '--include-pattern', 'public.*',
+      '--exclude-pattern', '*schema_migrations',
+      '--numeric-parser', 'string',
+      '--log-level', 'error',
+      ...(verify ? ['--verify'] : []),
+    ],
+    { stdio: 'inherit' },
+  );
+} catch (error) {
+  if (verify) process.stderr.write('db/schema.ts is stale: run npm run generate\n');
+  process.exitCode = 1;
+  if (!verify) throw error;
+} finally {
+  await pg.stop();
+  rmSync(dataDir, { recursive: true, force: true });
+}
