@@ -30,7 +30,7 @@ console.log('inserted', row);
 await client.update({
   table: 'posts',
   set: [{ column: 'status', value: v.string('published') }],
-  filter: { kind: { $case: 'condition', value: { column: 'id', op: Operator.OPERATOR_EQ, value: v.int(row?.id as bigint), values: [], textSearchConfig: '' } } },
+  filter: { kind: { $case: 'condition', value: { column: 'id', op: Operator.OPERATOR_EQ, value: v.int(row?.id as bigint) } } },
   maxAffected: 1n,
 });
 
@@ -43,7 +43,7 @@ const tx = await client.transaction({
         $case: 'delete',
         value: data.DeleteRequest.fromPartial({
           table: 'posts',
-          filter: { kind: { $case: 'condition', value: { column: 'id', op: Operator.OPERATOR_EQ, value: v.int(row?.id as bigint), values: [], textSearchConfig: '' } } },
+          filter: { kind: { $case: 'condition', value: { column: 'id', op: Operator.OPERATOR_EQ, value: v.int(row?.id as bigint) } } },
         }),
       },
     },

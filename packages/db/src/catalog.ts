@@ -10,7 +10,10 @@ export interface ColumnPrivileges {
 export interface CatalogColumn {
   readonly name: string;
   readonly typeOid: number;
-  /** The type as SQL spells it (format_type), used for parameter casts. From the catalog only. */
+  /**
+   * The type as SQL spells it (format_type) without its modifier (varchar, not varchar(50)), used
+   * for parameter casts. From the catalog only.
+   */
   readonly typeSql: string;
   readonly nullable: boolean;
   readonly hasDefault: boolean;
@@ -135,9 +138,12 @@ from pg_class c join pg_namespace n on n.oid = c.relnamespace
 where n.nspname = any($1) and c.relkind in ('r', 'p', 'v', 'm', 'f')
 order by n.nspname, c.relname`;
 
+// type_sql leaves out the type modifier: an explicit cast to varchar(50) or char(n) silently
+// truncates, where storing into the column rejects an over-long value (and a filter would
+// compare against the truncated value).
 const COLUMNS_SQL = `
 select a.attrelid::int as table_oid, a.attname as name, a.atttypid::int as type_oid,
-       format_type(a.atttypid, a.atttypmod) as type_sql, not a.attnotnull as nullable,
+       format_type(a.atttypid, null) as type_sql, not a.attnotnull as nullable,
        (a.atthasdef or a.attidentity <> '') as has_default,
        (a.attgenerated <> '' or a.attidentity = 'a') as generated,
        (select json_agg(json_build_object(

@@ -161,9 +161,11 @@ export class Database {
       ]);
       await opening;
       const fetch = `fetch forward ${Math.max(1, Math.floor(chunkRows))} from sluice_stream`;
-      for (;;) {
+      for (let first = true; ; first = false) {
         const chunk = toResult(await client.query<unknown[]>({ text: fetch, rowMode: 'array' }));
-        if (chunk.rows.length > 0 || chunk.fields.length > 0) yield chunk;
+        // An empty chunk only when the whole result is empty (it still carries the columns): a
+        // result that is a multiple of chunkRows must not end with an extra empty chunk.
+        if (chunk.rows.length > 0 || first) yield chunk;
         if (chunk.rows.length < chunkRows) break;
       }
       await client.query('commit');

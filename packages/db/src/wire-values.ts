@@ -128,7 +128,8 @@ export function encodeValue(
       if (kind.$case === 'intValue') return kind.value.toString();
       if (kind.$case === 'doubleValue') {
         if (typeKind === 'int' && !Number.isInteger(kind.value)) throw fail();
-        return String(kind.value); // NaN, Infinity and -Infinity are PostgreSQL's spellings too
+        // NaN, Infinity and -Infinity are PostgreSQL's spellings too; String(-0) would drop the sign.
+        return Object.is(kind.value, -0) ? '-0' : String(kind.value);
       }
       if (kind.$case === 'decimalValue') {
         if (!DECIMAL_RE.test(kind.value)) {

@@ -1,5 +1,5 @@
-import { BadRequest, ErrorInfo, RichClientError } from 'nice-grpc-error-details';
 import { ClientError, Status } from 'nice-grpc';
+import { BadRequest, ErrorInfo, RichClientError } from 'nice-grpc-error-details';
 import { expect } from 'vitest';
 
 export interface Rejection {

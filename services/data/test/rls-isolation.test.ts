@@ -3,7 +3,7 @@ import { Status } from 'nice-grpc';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { expectRejection } from './expect-rejection';
 import { ACME, type DataClient, GLOBEX, startStack, type TestStack, USERS } from './helpers';
-import { cond, eq, records, row, V } from './wire-values';
+import { cond, eq, records, row, type SelectReq, V } from './wire-values';
 
 const DOC_ROADMAP = 'd0000000-0000-0000-0000-000000000001'; // alice's, shared: carol view, dave edit
 const DOC_NOTES = 'd0000000-0000-0000-0000-000000000002'; // alice's, not shared
@@ -19,21 +19,23 @@ let anon: DataClient;
 
 beforeAll(async () => {
   stack = await startStack();
-  [alice, bob, carol, dave, service] = await Promise.all(
-    (['alice', 'bob', 'carol', 'dave', 'service'] as const).map(async (u) => stack.client(await stack.token(u))),
-  );
+  alice = stack.client(await stack.token('alice'));
+  bob = stack.client(await stack.token('bob'));
+  carol = stack.client(await stack.token('carol'));
+  dave = stack.client(await stack.token('dave'));
+  service = stack.client(await stack.token('service'));
   anon = stack.client();
 });
 afterAll(async () => {
   await stack?.close();
 });
 
-async function selectAll(client: DataClient, table: string, req: Partial<data.SelectRequest> = {}) {
+async function selectAll(client: DataClient, table: string, req: SelectReq = {}) {
   const res = await client.select({ table, limit: 1000, order: [{ column: 'id' }], ...req });
   return records(res.result);
 }
 
-async function streamAll(client: DataClient, table: string, req: Partial<data.SelectRequest> = {}) {
+async function streamAll(client: DataClient, table: string, req: SelectReq = {}) {
   const rows: Record<string, unknown>[] = [];
   let columns: string[] = [];
   for await (const msg of client.selectStream({
@@ -80,10 +82,28 @@ describe('reads are confined to the caller’s tenants (Select and SelectStream)
     const posts = await streamAll(alice, 'posts', { columns: ['id', 'tenant_id'] });
     expect(ids(posts)).toEqual(acmeAll);
     // A viewer sees only the live ones.
-    expect(ids(await streamAll(carol, 'posts', { columns: ['id'] }))).toEqual([1n, 2n, 3n, 4n, 5n, 6n, 9n, 10n]);
+    expect(ids(await streamAll(carol, 'posts', { columns: ['id'] }))).toEqual([
+      1n,
+      2n,
+      3n,
+      4n,
+      5n,
+      6n,
+      9n,
+      10n,
+    ]);
     expect(await streamAll(alice, 'posts', { filter: eq('tenant_id', V.str(GLOBEX)) })).toEqual([]);
     expect(ids(await streamAll(alice, 'documents', { columns: ['id'] }))).toEqual([DOC_ROADMAP, DOC_NOTES]);
-    expect(ids(await streamAll(anon, 'posts', { columns: ['id'] }))).toEqual([1n, 2n, 5n, 9n, 11n, 12n, 15n, 19n]);
+    expect(ids(await streamAll(anon, 'posts', { columns: ['id'] }))).toEqual([
+      1n,
+      2n,
+      5n,
+      9n,
+      11n,
+      12n,
+      15n,
+      19n,
+    ]);
   });
 
   it('other tenants, memberships and profiles stay hidden', async () => {
@@ -184,7 +204,10 @@ describe('writes into another tenant are refused and change nothing', () => {
     expect(await count(alice, GLOBEX)).toBe(0n);
     expect(await count(bob, GLOBEX)).toBe(8n);
     expect(await count(anon, ACME)).toBe(4n);
-    const found = await alice.call({ function: 'search_posts', args: [{ name: 'q', value: V.str('campus') }] });
+    const found = await alice.call({
+      function: 'search_posts',
+      args: [{ name: 'q', value: V.str('campus') }],
+    });
     expect(records(found.result)).toEqual([]);
     const tenants = await bob.call({ function: 'my_tenants' });
     expect(records(tenants.result).map((t) => t.slug)).toEqual(['globex']);
@@ -208,7 +231,11 @@ describe('writes into another tenant are refused and change nothing', () => {
           {
             kind: {
               $case: 'insert',
-              value: { table: 'posts', columns: ['tenant_id', 'title'], rows: [row(V.str(GLOBEX), V.str('x'))] },
+              value: {
+                table: 'posts',
+                columns: ['tenant_id', 'title'],
+                rows: [row(V.str(GLOBEX), V.str('x'))],
+              },
             },
           },
         ],
@@ -236,14 +263,20 @@ describe('writes into another tenant are refused and change nothing', () => {
         {
           kind: {
             $case: 'update',
-            value: { table: 'posts', set: [{ column: 'body', value: V.str('hijacked') }], filter: eq('id', V.int(13)) },
+            value: {
+              table: 'posts',
+              set: [{ column: 'body', value: V.str('hijacked') }],
+              filter: eq('id', V.int(13)),
+            },
           },
         },
         { kind: { $case: 'delete', value: { table: 'posts', filter: eq('id', V.int(14)) } } },
       ],
     });
     expect(res.committed).toBe(true);
-    const affected = res.results.map((r) => (r.kind && 'affected' in r.kind.value ? r.kind.value.affected : -1n));
+    const affected = res.results.map((r) =>
+      r.kind && 'affected' in r.kind.value ? r.kind.value.affected : -1n,
+    );
     expect(affected).toEqual([1n, 0n, 0n]);
     const after = await snapshot('posts');
     expect(after.filter((p) => p.id !== 10n)).toEqual(before.filter((p) => p.id !== 10n));
@@ -255,7 +288,11 @@ describe('roles inside a tenant', () => {
   it('carol (viewer) cannot insert, update or delete posts', async () => {
     const before = await snapshot('posts');
     await expectRejection(
-      carol.insert({ table: 'posts', columns: ['tenant_id', 'title'], rows: [row(V.str(ACME), V.str('by carol'))] }),
+      carol.insert({
+        table: 'posts',
+        columns: ['tenant_id', 'title'],
+        rows: [row(V.str(ACME), V.str('by carol'))],
+      }),
       { code: Status.PERMISSION_DENIED, reason: 'SLUICE_RLS_VIOLATION' },
     );
     const upd = await carol.update({
@@ -280,7 +317,12 @@ describe('roles inside a tenant', () => {
     });
     expect(res.affected).toBe(1n);
     const [inserted] = records(res.result);
-    expect(inserted).toMatchObject({ tenant_id: ACME, author_id: USERS.dave, created_by: USERS.dave, status: 'draft' });
+    expect(inserted).toMatchObject({
+      tenant_id: ACME,
+      author_id: USERS.dave,
+      created_by: USERS.dave,
+      status: 'draft',
+    });
     const seen = await selectAll(service, 'posts', { filter: eq('id', V.int(inserted?.id as bigint)) });
     expect(seen.map((p) => p.title)).toEqual(['by dave']);
     // Bob does not see it.
@@ -362,7 +404,9 @@ describe('document shares grant exactly what they say', () => {
         filter: eq('id', V.str(DOC_NOTES)),
       });
       expect(upd.affected).toBe(0n);
-      expect((await client.delete({ table: 'documents', filter: eq('id', V.str(DOC_NOTES)) })).affected).toBe(0n);
+      expect((await client.delete({ table: 'documents', filter: eq('id', V.str(DOC_NOTES)) })).affected).toBe(
+        0n,
+      );
     }
     expect(await snapshot('documents')).toEqual(before);
   });
@@ -391,11 +435,19 @@ describe('anonymous callers', () => {
   it('cannot write', async () => {
     const before = await snapshot('posts');
     await expectRejection(
-      anon.insert({ table: 'posts', columns: ['tenant_id', 'title'], rows: [row(V.str(ACME), V.str('anon'))] }),
+      anon.insert({
+        table: 'posts',
+        columns: ['tenant_id', 'title'],
+        rows: [row(V.str(ACME), V.str('anon'))],
+      }),
       { code: Status.PERMISSION_DENIED, reason: 'SLUICE_TABLE_NOT_ALLOWED' },
     );
     await expectRejection(
-      anon.update({ table: 'posts', set: [{ column: 'title', value: V.str('anon') }], filter: eq('id', V.int(1)) }),
+      anon.update({
+        table: 'posts',
+        set: [{ column: 'title', value: V.str('anon') }],
+        filter: eq('id', V.int(1)),
+      }),
       { code: Status.PERMISSION_DENIED, reason: 'SLUICE_TABLE_NOT_ALLOWED' },
     );
     await expectRejection(anon.delete({ table: 'posts', filter: eq('id', V.int(1)) }), {
@@ -427,7 +479,11 @@ describe('service_role', () => {
       filter: cond('id', Operator.OPERATOR_LTE, V.int(20)),
     });
     expect(ids(seeded)).toEqual(Array.from({ length: 20 }, (_, i) => BigInt(i + 1)));
-    expect(ids(await selectAll(service, 'documents', { columns: ['id'] }))).toEqual([DOC_ROADMAP, DOC_NOTES, DOC_BUDGET]);
+    expect(ids(await selectAll(service, 'documents', { columns: ['id'] }))).toEqual([
+      DOC_ROADMAP,
+      DOC_NOTES,
+      DOC_BUDGET,
+    ]);
     expect(ids(await selectAll(service, 'type_samples', { columns: ['id'] }))).toEqual([1n, 2n]);
     expect(ids(await selectAll(service, 'tenants'))).toEqual([ACME, GLOBEX]);
   });

@@ -1,4 +1,5 @@
 import { type Filter, Operator, type ResultSet, type Row, type Value } from '@sluice/proto';
+import type { DataClient } from './helpers';
 
 /** Builders for wire values, so tests read like the data they send. */
 export const V = {
@@ -9,7 +10,9 @@ export const V = {
   str: (s: string): Value => ({ kind: { $case: 'stringValue', value: s } }),
   bool: (b: boolean): Value => ({ kind: { $case: 'boolValue', value: b } }),
   bytes: (b: Uint8Array): Value => ({ kind: { $case: 'bytesValue', value: Buffer.from(b) } }),
-  ts: (seconds: bigint, nanos = 0): Value => ({ kind: { $case: 'timestampValue', value: { seconds, nanos } } }),
+  ts: (seconds: bigint, nanos = 0): Value => ({
+    kind: { $case: 'timestampValue', value: { seconds, nanos } },
+  }),
   json: (j: unknown): Value => ({ kind: { $case: 'jsonValue', value: j } }),
   list: (values: Value[]): Value => ({ kind: { $case: 'listValue', value: { values } } }),
 };
@@ -36,3 +39,9 @@ export function cond(column: string, op: Operator, value?: Value, values: Value[
 
 export const eq = (column: string, value: Value): Filter => cond(column, Operator.OPERATOR_EQ, value);
 export const and = (...filters: Filter[]): Filter => ({ kind: { $case: 'and', value: { filters } } });
+
+/** Request shapes as the client takes them (every field optional, nested too). */
+export type SelectReq = NonNullable<Parameters<DataClient['select']>[0]>;
+export type OperationReq = NonNullable<
+  NonNullable<Parameters<DataClient['transaction']>[0]>['operations']
+>[number];
