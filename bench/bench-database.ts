@@ -54,7 +54,9 @@ export async function createBenchDatabase(adminUrl: string | undefined): Promise
     return {
       url,
       appUrl: asAuthenticator(url),
-      where: embedded ? `embedded PostgreSQL on port ${embedded.port}` : `${redact(admin)} (database ${name})`,
+      where: embedded
+        ? `embedded PostgreSQL on port ${embedded.port}`
+        : `${redact(admin)} (database ${name})`,
       async close() {
         try {
           await withClient(admin, (c) => c.query(`drop database if exists ${name} with (force)`));

@@ -7,6 +7,15 @@ export interface LoadOptions {
   readonly measureMs: number;
 }
 
+/** The raw outcome of one closed-loop window. */
+export interface LoadSample {
+  /** Latency of every successful call completed in the window, in ms. */
+  readonly latencies: readonly number[];
+  readonly measureMs: number;
+  readonly errors: number;
+  readonly firstError: unknown;
+}
+
 export interface LoadResult {
   /** Successful calls per second during the measured window. */
   readonly qps: number;
@@ -24,7 +33,7 @@ export interface LoadResult {
  * issue to completion; a call counts in the window it completes in. A failing
  * call is counted as an error, never thrown, so one bad call does not end the run.
  */
-export async function runClosedLoop(call: () => Promise<unknown>, options: LoadOptions): Promise<LoadResult> {
+export async function runClosedLoop(call: () => Promise<unknown>, options: LoadOptions): Promise<LoadSample> {
   const start = performance.now();
   const measureFrom = start + options.warmupMs;
   const measureTo = measureFrom + options.measureMs;
@@ -52,9 +61,18 @@ export async function runClosedLoop(call: () => Promise<unknown>, options: LoadO
   };
   await Promise.all(Array.from({ length: options.concurrency }, worker));
 
+  return { latencies, measureMs: options.measureMs, errors, firstError };
+}
+
+/** Throughput and percentiles over several windows of the same case, as if they were one. */
+export function summarize(samples: readonly LoadSample[]): LoadResult {
+  const latencies = samples.flatMap((s) => s.latencies);
+  const measureMs = samples.reduce((sum, s) => sum + s.measureMs, 0);
+  const errors = samples.reduce((sum, s) => sum + s.errors, 0);
+  const firstError = samples.find((s) => s.firstError !== undefined)?.firstError;
   const sorted = Float64Array.from(latencies).sort();
   return {
-    qps: latencies.length / (options.measureMs / 1000),
+    qps: latencies.length / (measureMs / 1000),
     p50Ms: percentile(sorted, 0.5),
     p99Ms: percentile(sorted, 0.99),
     calls: latencies.length,

@@ -1,0 +1,45 @@
+// `npm run bench [-- part…]`: runs the benchmark parts (all by default), each printing its own
+// table, then prints exactly one line of JSON merging every part's figures, always last, so runs
+// can be compared by machine. Benchmarks never fail a build: missed targets only print MISSED.
+import { runDataBench } from './data';
+
+type Part = () => Promise<Record<string, number>>;
+
+const env = process.env;
+const seconds = (name: string, fallback: number) => {
+  const value = Number(env[name] ?? fallback);
+  return Number.isFinite(value) && value > 0 ? value : fallback;
+};
+
+const PARTS: Record<string, Part> = {
+  data: () =>
+    runDataBench({
+      adminUrl: env.SLUICE_BENCH_DATABASE_URL || env.DATABASE_URL || undefined,
+      concurrency: Math.floor(seconds('BENCH_CONCURRENCY', 64)),
+      warmupSeconds: seconds('BENCH_WARMUP_SECONDS', 2),
+      measureSeconds: seconds('BENCH_SECONDS', 8),
+      rounds: Math.floor(seconds('BENCH_ROUNDS', 4)),
+      inProcess: env.BENCH_IN_PROCESS === '1',
+      serverNodeFlags: (env.BENCH_SERVER_NODE_FLAGS ?? '').split(/\s+/).filter(Boolean),
+      only: (env.BENCH_CASES ?? '').split(',').filter(Boolean),
+      serverEnv: {
+        ...(env.DB_POOL_MAX ? { DB_POOL_MAX: env.DB_POOL_MAX } : {}),
+        ...(env.BENCH_LOG_LEVEL ? { LOG_LEVEL: env.BENCH_LOG_LEVEL } : {}),
+      },
+    }),
+};
+
+const requested = process.argv.slice(2).filter((arg) => arg !== '--');
+const unknown = requested.filter((name) => !(name in PARTS));
+if (unknown.length > 0) {
+  console.error(`unknown benchmark part(s): ${unknown.join(', ')}; known: ${Object.keys(PARTS).join(', ')}`);
+  process.exit(2);
+}
+
+const results: Record<string, Record<string, number>> = {};
+for (const name of requested.length > 0 ? requested : Object.keys(PARTS)) {
+  console.log(`\n== ${name} ==`);
+  const part = PARTS[name];
+  if (part) results[name] = await part();
+}
+console.log(JSON.stringify(results));
