@@ -32,7 +32,26 @@ export async function migrateAll(connectionString: string, options: MigrateAllOp
     undefined,
     signal ? { signal } : {},
   );
+  await grantTrackingTables(connectionString);
   return [...core, ...user];
+}
+
+/**
+ * Lets the service's login role read both tracking tables, so the data service's readiness check
+ * (migrationsCurrent over DATABASE_URL) works without superuser credentials. Run after every
+ * migrateAll, so databases migrated before this grant existed get it too. The tables are named
+ * unqualified, as the migrators place them: in the session's current schema.
+ */
+async function grantTrackingTables(connectionString: string): Promise<void> {
+  const client = new pg.Client({ connectionString });
+  await client.connect();
+  try {
+    await client.query(
+      `grant select on table ${CORE_MIGRATIONS_TABLE}, schema_migrations to sluice_authenticator`,
+    );
+  } finally {
+    await client.end();
+  }
 }
 
 /** True when neither migration set has anything pending and neither is dirty. */

@@ -116,8 +116,17 @@ export class Access {
     });
   }
 
-  /** The overload of `schema.name` that takes exactly the given named arguments (plus defaults). */
-  function(schema: string, name: string, argNames: readonly string[], field: string): CatalogFunction {
+  /**
+   * The overload of `schema.name` that takes exactly the given named arguments (plus defaults).
+   * `field` names the function in the request, `argsField` its argument list.
+   */
+  function(
+    schema: string,
+    name: string,
+    argNames: readonly string[],
+    field: string,
+    argsField: string,
+  ): CatalogFunction {
     if (name === '') throw invalidArgument('SLUICE_FUNCTION_REQUIRED', field, 'A function name is required');
     const schemaName = schema === '' ? (this.catalog.schemas[0] ?? 'public') : schema;
     const overloads = this.catalog.schemas.includes(schemaName)
@@ -142,7 +151,7 @@ export class Access {
         .join('; ');
       throw invalidArgument(
         matches.length === 0 ? 'SLUICE_ARGUMENTS_MISMATCH' : 'SLUICE_AMBIGUOUS_FUNCTION',
-        `${field}.args`,
+        argsField,
         `The arguments do not match ${matches.length === 0 ? 'any' : 'exactly one'} signature of ${name}: ${signatures}`,
       );
     }

@@ -27,6 +27,7 @@ export function planCall(req: data.CallRequest, access: Access, field = ''): Pla
     req.function,
     req.args.map((a) => a.name),
     `${field}function`,
+    `${field}args`,
   );
   const types = access.catalog.types;
   const args = req.args.map((a, i) => {
