@@ -4,7 +4,9 @@ import { createDataClient, toObjects, v } from '@sluice/client';
 import { data, Operator } from '@sluice/proto';
 
 const ACME = '11111111-1111-1111-1111-111111111111';
-const client = createDataClient(process.env.SLUICE_ADDRESS ?? '127.0.0.1:50051', { token: process.env.SLUICE_TOKEN });
+const client = createDataClient(process.env.SLUICE_ADDRESS ?? '127.0.0.1:50051', {
+  token: process.env.SLUICE_TOKEN,
+});
 
 // Select: the five newest posts alice can see (RLS limits her to Acme).
 const posts = await client.select({
@@ -30,24 +32,48 @@ console.log('inserted', row);
 await client.update({
   table: 'posts',
   set: [{ column: 'status', value: v.string('published') }],
-  filter: { kind: { $case: 'condition', value: { column: 'id', op: Operator.OPERATOR_EQ, value: v.int(row?.id as bigint) } } },
+  filter: {
+    kind: {
+      $case: 'condition',
+      value: { column: 'id', op: Operator.OPERATOR_EQ, value: v.int(row?.id as bigint) },
+    },
+  },
   maxAffected: 1n,
 });
 
 // Call a SQL function, then delete the post again, all or nothing in one transaction.
 const tx = await client.transaction({
   operations: [
-    { kind: { $case: 'call', value: { schema: '', function: 'tenant_post_count', args: [{ name: 'p_tenant_id', value: v.string(ACME) }] } } },
+    {
+      kind: {
+        $case: 'call',
+        value: {
+          schema: '',
+          function: 'tenant_post_count',
+          args: [{ name: 'p_tenant_id', value: v.string(ACME) }],
+        },
+      },
+    },
     {
       kind: {
         $case: 'delete',
         value: data.DeleteRequest.fromPartial({
           table: 'posts',
-          filter: { kind: { $case: 'condition', value: { column: 'id', op: Operator.OPERATOR_EQ, value: v.int(row?.id as bigint) } } },
+          filter: {
+            kind: {
+              $case: 'condition',
+              value: { column: 'id', op: Operator.OPERATOR_EQ, value: v.int(row?.id as bigint) },
+            },
+          },
         }),
       },
     },
   ],
   dryRun: false,
 });
-console.log('transaction committed:', tx.committed, 'post count was', toObjects(tx.results[0]?.kind?.value?.result as never));
+console.log(
+  'transaction committed:',
+  tx.committed,
+  'post count was',
+  toObjects(tx.results[0]?.kind?.value?.result as never),
+);

@@ -13,7 +13,10 @@ export const v = {
       $case: 'timestampValue',
       value:
         value instanceof Date
-          ? { seconds: BigInt(Math.floor(value.getTime() / 1000)), nanos: (value.getTime() % 1000) * 1_000_000 }
+          ? {
+              seconds: BigInt(Math.floor(value.getTime() / 1000)),
+              nanos: (value.getTime() % 1000) * 1_000_000,
+            }
           : value,
     },
   }),

@@ -118,7 +118,7 @@ select t.oid::int as oid,
        t.typbasetype::int as base_oid,
        coalesce((select array_agg(e.enumlabel::text order by e.enumsortorder) from pg_enum e where e.enumtypid = t.oid), '{}') as enum_values
 from pg_type t join pg_namespace n on n.oid = t.typnamespace
-where t.typtype in ('b', 'e', 'd', 'r', 'm') or t.typcategory = 'A'`;
+where t.typtype in ('b', 'c', 'd', 'e', 'm', 'p', 'r') or t.typcategory = 'A'`;
 
 const TABLES_SQL = `
 select c.oid::int as oid, n.nspname as schema, c.relname as name, c.relkind in ('v', 'm') as is_view,

@@ -22,7 +22,11 @@ const DEMO_USERS = {
 
 async function main(): Promise<void> {
   const launcher = loadLauncherConfig(process.env, projectRoot);
-  const log = createLogger({ service: 'launcher', level: launcher.logLevel, env: process.env.SLUICE_ENV ?? 'local' });
+  const log = createLogger({
+    service: 'launcher',
+    level: launcher.logLevel,
+    env: process.env.SLUICE_ENV ?? 'local',
+  });
   const env: Record<string, string | undefined> = { ...process.env };
   let embedded: RunningPostgres | undefined;
   let data: DataServer | undefined;
@@ -33,7 +37,9 @@ async function main(): Promise<void> {
     stopping = true;
     log.info({ signal }, 'shutting down');
     await data?.close().catch((err: unknown) => log.error({ err }, 'data service did not stop cleanly'));
-    await embedded?.stop().catch((err: unknown) => log.error({ err }, 'embedded PostgreSQL did not stop cleanly'));
+    await embedded
+      ?.stop()
+      .catch((err: unknown) => log.error({ err }, 'embedded PostgreSQL did not stop cleanly'));
     log.info('stopped');
     process.exit(0);
   };
@@ -42,7 +48,10 @@ async function main(): Promise<void> {
 
   let migrateUrl = launcher.migrateDatabaseUrl;
   if (!launcher.databaseUrl) {
-    log.info({ dataDir: launcher.embedded.dataDir, port: launcher.embedded.port }, 'starting embedded PostgreSQL');
+    log.info(
+      { dataDir: launcher.embedded.dataDir, port: launcher.embedded.port },
+      'starting embedded PostgreSQL',
+    );
     embedded = await startEmbeddedPostgres({
       dataDir: launcher.embedded.dataDir,
       port: launcher.embedded.port,
@@ -54,7 +63,10 @@ async function main(): Promise<void> {
     env.JWT_SECRET ??= localSecret(projectRoot, 'jwt-secret');
   }
   if (launcher.migrateOnStart && migrateUrl) {
-    const applied = await migrateAll(migrateUrl, { userDir: launcher.migrationsDir, log: (m) => log.debug(m) });
+    const applied = await migrateAll(migrateUrl, {
+      userDir: launcher.migrationsDir,
+      log: (m) => log.debug(m),
+    });
     log.info({ applied: applied.length }, 'migrations current');
   }
   if (launcher.seedDemoData && migrateUrl && (await isEmpty(migrateUrl))) {
@@ -89,7 +101,9 @@ async function isEmpty(url: string): Promise<boolean> {
   const client = new pg.Client({ connectionString: url });
   await client.connect();
   try {
-    const r = await client.query("select to_regclass('public.tenants') is not null and not exists (select 1 from public.tenants) as empty");
+    const r = await client.query(
+      "select to_regclass('public.tenants') is not null and not exists (select 1 from public.tenants) as empty",
+    );
     return r.rows[0]?.empty === true;
   } finally {
     await client.end();
@@ -136,6 +150,9 @@ async function printWelcome(address: string, secret: string | undefined): Promis
 
 main().catch((error: unknown) => {
   if (error instanceof ConfigError) process.stderr.write(`${error.message}\n`);
-  else process.stderr.write(`sluice failed to start: ${error instanceof Error ? (error.stack ?? error.message) : String(error)}\n`);
+  else
+    process.stderr.write(
+      `sluice failed to start: ${error instanceof Error ? (error.stack ?? error.message) : String(error)}\n`,
+    );
   process.exit(1);
 });

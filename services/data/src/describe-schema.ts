@@ -68,8 +68,12 @@ export function describeSchema(
     .map((f) => ({
       schema: f.schema,
       name: f.name,
-      args: f.args.map((a) => ({ name: a.name, type: a.typeSql, hasDefault: a.hasDefault })),
-      returnType: f.returnTypeSql,
+      args: f.args.map((a) => ({
+        name: a.name,
+        type: catalog.types.name(a.typeOid),
+        hasDefault: a.hasDefault,
+      })),
+      returnType: catalog.types.name(f.returnTypeOid),
       returnsSet: f.returnsSet,
       volatility: f.volatility,
     }));
