@@ -40,8 +40,8 @@ async function addSlowFunction(s: TestStack, client: pg.Client): Promise<void> {
     if (slow) {
       expect(slow).toMatchObject({
         schema: 'public',
-        // Argument types are SQL spellings (format_type), unlike column types ("float8").
-        args: [{ name: 'seconds', type: 'double precision', hasDefault: false }],
+        // Type names are spelled like column types (pg_type names).
+        args: [{ name: 'seconds', type: 'float8', hasDefault: false }],
         returnType: 'void',
         volatility: 'volatile',
       });
