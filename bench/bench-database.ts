@@ -3,7 +3,7 @@ import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { migrateAll, runSqlFile } from '@sluice/db';
-import { type RunningPostgres, startEmbeddedPostgres } from '@sluice/embedded';
+import { type RunningPostgres, startEmbeddedPostgres, viaSocket } from '@sluice/embedded';
 import {
   AUTHENTICATOR_PASSWORD,
   asAuthenticator,
@@ -53,7 +53,8 @@ export async function createBenchDatabase(adminUrl: string | undefined): Promise
     const admin = adminUrl;
     return {
       url,
-      appUrl: asAuthenticator(url),
+      // Like npm start: the service reaches the embedded server through its Unix socket.
+      appUrl: embedded ? viaSocket(asAuthenticator(url), embedded.socketDir) : asAuthenticator(url),
       where: embedded
         ? `embedded PostgreSQL on port ${embedded.port}`
         : `${redact(admin)} (database ${name})`,

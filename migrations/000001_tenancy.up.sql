@@ -41,60 +41,107 @@ comment on schema app is 'Reference application internals: helpers for Row Level
 revoke all on schema app from public;
 grant usage on schema app to anon, authenticated, service_role;
 
-create function app.member_tenants() returns setof uuid
-language sql stable security definer
+-- They are PL/pgSQL rather than SQL: a SECURITY DEFINER SQL function cannot be inlined and is
+-- planned afresh in every statement that calls it, while PL/pgSQL keeps its plans for the
+-- session. Read policies use the array forms once per statement, e.g.
+--   tenant_id = any ((select app.member_tenant_ids())::uuid[])
+-- (an initplan: the function runs once, each row is a cheap array test); the boolean forms
+-- remain for write checks on a single row.
+
+-- Tenants of the current user whose role is one of `roles`.
+create function app.tenant_ids_with_role(roles text[]) returns uuid[]
+language plpgsql stable security definer
 set search_path = ''
 as $$
-  select m.tenant_id from public.tenant_memberships m where m.user_id = (select auth.uid())
+begin
+  return (
+    select coalesce(array_agg(m.tenant_id), '{}')
+    from public.tenant_memberships m
+    where m.user_id = auth.uid() and m.role = any (roles)
+  );
+end
 $$;
-comment on function app.member_tenants() is 'Tenants the current user belongs to. Use as `tenant_id in (select app.member_tenants())`: evaluated once per statement, not per row.';
+comment on function app.tenant_ids_with_role(text[]) is 'Tenants in which the current user holds one of the roles.';
+
+create function app.member_tenant_ids() returns uuid[]
+language plpgsql stable security definer
+set search_path = ''
+as $$
+begin
+  return app.tenant_ids_with_role(array['admin', 'editor', 'viewer']);
+end
+$$;
+comment on function app.member_tenant_ids() is 'Tenants the current user belongs to. Use as `tenant_id = any ((select app.member_tenant_ids())::uuid[])`: evaluated once per statement.';
+
+create function app.editor_tenant_ids() returns uuid[]
+language plpgsql stable security definer
+set search_path = ''
+as $$
+begin
+  return app.tenant_ids_with_role(array['admin', 'editor']);
+end
+$$;
+comment on function app.editor_tenant_ids() is 'Tenants in which the current user is an editor or admin.';
+
+create function app.admin_tenant_ids() returns uuid[]
+language plpgsql stable security definer
+set search_path = ''
+as $$
+begin
+  return app.tenant_ids_with_role(array['admin']);
+end
+$$;
+comment on function app.admin_tenant_ids() is 'Tenants in which the current user is an admin.';
 
 create function app.member_role(tenant uuid) returns text
-language sql stable security definer
+language plpgsql stable security definer
 set search_path = ''
 as $$
-  select m.role from public.tenant_memberships m
-  where m.tenant_id = tenant and m.user_id = (select auth.uid())
+begin
+  return (
+    select m.role from public.tenant_memberships m
+    where m.tenant_id = tenant and m.user_id = auth.uid()
+  );
+end
 $$;
 comment on function app.member_role(uuid) is 'The current user''s role in the tenant (admin, editor, viewer), or null when not a member.';
 
 create function app.is_member(tenant uuid) returns boolean
-language sql stable security definer
+language plpgsql stable security definer
 set search_path = ''
 as $$
-  select exists (
-    select 1 from public.tenant_memberships m
-    where m.tenant_id = tenant and m.user_id = (select auth.uid())
-  )
+begin
+  return app.member_role(tenant) is not null;
+end
 $$;
 comment on function app.is_member(uuid) is 'Whether the current user is a member of the tenant (any role).';
 
 create function app.can_edit(tenant uuid) returns boolean
-language sql stable security definer
+language plpgsql stable security definer
 set search_path = ''
 as $$
-  select exists (
-    select 1 from public.tenant_memberships m
-    where m.tenant_id = tenant and m.user_id = (select auth.uid()) and m.role in ('admin', 'editor')
-  )
+begin
+  return coalesce(app.member_role(tenant) in ('admin', 'editor'), false);
+end
 $$;
 comment on function app.can_edit(uuid) is 'Whether the current user is an admin or editor of the tenant.';
 
 create function app.is_admin(tenant uuid) returns boolean
-language sql stable security definer
+language plpgsql stable security definer
 set search_path = ''
 as $$
-  select exists (
-    select 1 from public.tenant_memberships m
-    where m.tenant_id = tenant and m.user_id = (select auth.uid()) and m.role = 'admin'
-  )
+begin
+  return coalesce(app.member_role(tenant) = 'admin', false);
+end
 $$;
 comment on function app.is_admin(uuid) is 'Whether the current user is an admin of the tenant.';
 
-revoke execute on function app.member_tenants(), app.member_role(uuid), app.is_member(uuid),
-  app.can_edit(uuid), app.is_admin(uuid) from public;
-grant execute on function app.member_tenants(), app.member_role(uuid), app.is_member(uuid),
-  app.can_edit(uuid), app.is_admin(uuid) to anon, authenticated, service_role;
+revoke execute on function app.tenant_ids_with_role(text[]), app.member_tenant_ids(), app.editor_tenant_ids(),
+  app.admin_tenant_ids(), app.member_role(uuid), app.is_member(uuid), app.can_edit(uuid), app.is_admin(uuid)
+  from public;
+grant execute on function app.tenant_ids_with_role(text[]), app.member_tenant_ids(), app.editor_tenant_ids(),
+  app.admin_tenant_ids(), app.member_role(uuid), app.is_member(uuid), app.can_edit(uuid), app.is_admin(uuid)
+  to anon, authenticated, service_role;
 
 -- Row Level Security. service_role bypasses it; anon has no grants on these tables.
 alter table public.tenants enable row level security;
@@ -104,7 +151,7 @@ alter table public.tenant_memberships enable row level security;
 -- Tenants: members read their tenants, admins rename them; creation is for service_role.
 create policy tenants_select_member on public.tenants
   for select to authenticated
-  using (id in (select app.member_tenants()));
+  using (id = any ((select app.member_tenant_ids())::uuid[]));
 create policy tenants_update_admin on public.tenants
   for update to authenticated
   using (app.is_admin(id))
@@ -118,7 +165,7 @@ create policy profiles_select_self_or_colleague on public.profiles
     id = (select auth.uid())
     or id in (
       select m.user_id from public.tenant_memberships m
-      where m.tenant_id in (select app.member_tenants())
+      where m.tenant_id = any ((select app.member_tenant_ids())::uuid[])
     )
   );
 create policy profiles_insert_self on public.profiles
@@ -132,7 +179,7 @@ create policy profiles_update_self on public.profiles
 -- Memberships: members see who else is in their tenants; admins manage them.
 create policy tenant_memberships_select_member on public.tenant_memberships
   for select to authenticated
-  using (tenant_id in (select app.member_tenants()));
+  using (tenant_id = any ((select app.member_tenant_ids())::uuid[]));
 create policy tenant_memberships_insert_admin on public.tenant_memberships
   for insert to authenticated
   with check (app.is_admin(tenant_id));

@@ -81,22 +81,22 @@ alter table public.posts enable row level security;
 -- Projects: members read; editors and admins create and change; admins delete.
 create policy projects_select_member on public.projects
   for select to authenticated
-  using (tenant_id in (select app.member_tenants()));
+  using (tenant_id = any ((select app.member_tenant_ids())::uuid[]));
 create policy projects_insert_editor on public.projects
   for insert to authenticated
   with check (app.can_edit(tenant_id));
 create policy projects_update_editor on public.projects
   for update to authenticated
-  using (app.can_edit(tenant_id))
-  with check (app.can_edit(tenant_id));
+  using (tenant_id = any ((select app.editor_tenant_ids())::uuid[]))
+  with check (tenant_id = any ((select app.editor_tenant_ids())::uuid[]));
 create policy projects_delete_admin on public.projects
   for delete to authenticated
-  using (app.is_admin(tenant_id));
+  using (tenant_id = any ((select app.admin_tenant_ids())::uuid[]));
 
 -- Posts: members read their tenants' live posts, whatever the status.
 create policy posts_select_member on public.posts
   for select to authenticated
-  using (deleted_at is null and tenant_id in (select app.member_tenants()));
+  using (deleted_at is null and tenant_id = any ((select app.member_tenant_ids())::uuid[]));
 -- Soft-deleted posts stay visible to those who may change them (the author, editors, admins):
 -- PostgreSQL checks an UPDATE's new row against the SELECT policies too, so without this a soft
 -- delete (UPDATE ... SET deleted_at = now() WHERE id = ...) would be refused; it also lets them
@@ -106,8 +106,8 @@ create policy posts_select_trash on public.posts
   using (
     deleted_at is not null
     and (
-      (author_id = (select auth.uid()) and tenant_id in (select app.member_tenants()))
-      or app.can_edit(tenant_id)
+      (author_id = (select auth.uid()) and tenant_id = any ((select app.member_tenant_ids())::uuid[]))
+      or tenant_id = any ((select app.editor_tenant_ids())::uuid[])
     )
   );
 create policy posts_select_published on public.posts
@@ -121,16 +121,16 @@ create policy posts_insert_editor on public.posts
 create policy posts_update_author_or_editor on public.posts
   for update to authenticated
   using (
-    (author_id = (select auth.uid()) and tenant_id in (select app.member_tenants()))
-    or app.can_edit(tenant_id)
+    (author_id = (select auth.uid()) and tenant_id = any ((select app.member_tenant_ids())::uuid[]))
+    or tenant_id = any ((select app.editor_tenant_ids())::uuid[])
   )
   with check (
-    (author_id = (select auth.uid()) and tenant_id in (select app.member_tenants()))
-    or app.can_edit(tenant_id)
+    (author_id = (select auth.uid()) and tenant_id = any ((select app.member_tenant_ids())::uuid[]))
+    or tenant_id = any ((select app.editor_tenant_ids())::uuid[])
   );
 create policy posts_delete_admin_or_author on public.posts
   for delete to authenticated
-  using (app.is_admin(tenant_id) or author_id = (select auth.uid()));
+  using (tenant_id = any ((select app.admin_tenant_ids())::uuid[]) or author_id = (select auth.uid()));
 
 grant select, insert, update, delete on public.projects, public.posts to authenticated;
 grant select on public.posts to anon;
@@ -181,7 +181,7 @@ language sql stable
 as $$
   select t.*
   from public.tenants t
-  where t.id in (select app.member_tenants())
+  where t.id = any ((select app.member_tenant_ids())::uuid[])
   order by t.name
 $$;
 comment on function public.my_tenants() is 'The tenants the caller belongs to, by name.';

@@ -25,32 +25,61 @@ comment on table public.document_shares is 'A document shared with a user, to vi
 -- Policies ask "is this document shared with me": answered from the index alone.
 create index document_shares_user_idx on public.document_shares (user_id, document_id, permission);
 
-create function app.has_share(doc uuid, perm text) returns boolean
-language sql stable security definer
+-- Like the tenancy helpers: PL/pgSQL (plans kept per session), and array forms that read
+-- policies evaluate once per statement.
+create function app.shared_document_ids(perm text) returns uuid[]
+language plpgsql stable security definer
 set search_path = ''
 as $$
-  select exists (
+begin
+  return (
+    select coalesce(array_agg(s.document_id), '{}')
+    from public.document_shares s
+    where s.user_id = auth.uid() and (s.permission = perm or (perm = 'view' and s.permission = 'edit'))
+  );
+end
+$$;
+comment on function app.shared_document_ids(text) is 'Documents shared with the current user with the permission (edit implies view). Use as `id = any ((select app.shared_document_ids(''view''))::uuid[])`.';
+
+create function app.owned_document_ids() returns uuid[]
+language plpgsql stable security definer
+set search_path = ''
+as $$
+begin
+  return (select coalesce(array_agg(d.id), '{}') from public.documents d where d.owner_id = auth.uid());
+end
+$$;
+comment on function app.owned_document_ids() is 'Documents the current user owns.';
+
+create function app.has_share(doc uuid, perm text) returns boolean
+language plpgsql stable security definer
+set search_path = ''
+as $$
+begin
+  return exists (
     select 1 from public.document_shares s
     where s.document_id = doc
-      and s.user_id = (select auth.uid())
+      and s.user_id = auth.uid()
       and (s.permission = perm or (perm = 'view' and s.permission = 'edit'))
-  )
+  );
+end
 $$;
 comment on function app.has_share(uuid, text) is 'Whether the document is shared with the current user with the permission (edit implies view).';
 
 create function app.owns_document(doc uuid) returns boolean
-language sql stable security definer
+language plpgsql stable security definer
 set search_path = ''
 as $$
-  select exists (
-    select 1 from public.documents d where d.id = doc and d.owner_id = (select auth.uid())
-  )
+begin
+  return exists (select 1 from public.documents d where d.id = doc and d.owner_id = auth.uid());
+end
 $$;
 comment on function app.owns_document(uuid) is 'Whether the current user owns the document.';
 
-revoke execute on function app.has_share(uuid, text), app.owns_document(uuid) from public;
-grant execute on function app.has_share(uuid, text), app.owns_document(uuid)
-  to anon, authenticated, service_role;
+revoke execute on function app.shared_document_ids(text), app.owned_document_ids(), app.has_share(uuid, text),
+  app.owns_document(uuid) from public;
+grant execute on function app.shared_document_ids(text), app.owned_document_ids(), app.has_share(uuid, text),
+  app.owns_document(uuid) to anon, authenticated, service_role;
 
 -- A document never moves to another tenant, and only its owner can give it away: without this,
 -- a user with an edit share could make themselves the owner. Requests without a user (service
@@ -82,7 +111,7 @@ alter table public.document_shares enable row level security;
 
 create policy documents_select_owner_or_shared on public.documents
   for select to authenticated
-  using (owner_id = (select auth.uid()) or app.has_share(id, 'view'));
+  using (owner_id = (select auth.uid()) or id = any ((select app.shared_document_ids('view'))::uuid[]));
 create policy documents_insert_owner_member on public.documents
   for insert to authenticated
   with check (owner_id = (select auth.uid()) and app.is_member(tenant_id));
@@ -96,7 +125,7 @@ create policy documents_delete_owner on public.documents
 
 create policy document_shares_select_owner_or_grantee on public.document_shares
   for select to authenticated
-  using (user_id = (select auth.uid()) or app.owns_document(document_id));
+  using (user_id = (select auth.uid()) or document_id = any ((select app.owned_document_ids())::uuid[]));
 create policy document_shares_insert_owner on public.document_shares
   for insert to authenticated
   with check (app.owns_document(document_id));

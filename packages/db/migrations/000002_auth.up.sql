@@ -17,13 +17,16 @@ comment on function auth.jwt() is 'The request''s JWT claims as jsonb; ''{}'' ou
 
 -- A `sub` that is not a uuid (e.g. an external identity provider's user id) yields null rather
 -- than an error, so a policy comparing with auth.uid() simply matches nothing.
+-- Written as one expression (no FROM clause) so PostgreSQL inlines it into the calling query:
+-- a non-inlined SQL function is planned again in every statement that calls it, which made
+-- auth.uid() alone cost about as much as a primary-key lookup.
 create function auth.uid() returns uuid
 language sql stable
 as $$
   select case
-    when s ~* '^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$' then s::uuid
+    when auth.jwt() ->> 'sub' ~* '^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$'
+      then (auth.jwt() ->> 'sub')::uuid
   end
-  from (select auth.jwt() ->> 'sub') as c(s)
 $$;
 comment on function auth.uid() is 'The request''s user id (claim sub) as uuid; null when absent or not a uuid.';
 
@@ -38,9 +41,9 @@ create function auth.tenant_id() returns uuid
 language sql stable
 as $$
   select case
-    when s ~* '^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$' then s::uuid
+    when auth.jwt() ->> 'tenant_id' ~* '^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$'
+      then (auth.jwt() ->> 'tenant_id')::uuid
   end
-  from (select auth.jwt() ->> 'tenant_id') as c(s)
 $$;
 comment on function auth.tenant_id() is 'The request''s tenant_id claim as uuid; null when absent or not a uuid.';
 

@@ -9,6 +9,8 @@ export interface CatalogWatcherOptions {
   readonly logger: Logger;
   /** Channel the core migration's event trigger notifies after DDL. */
   readonly channel?: string;
+  /** Called after each successful reload (e.g. to drop prepared statements planned for the old schema). */
+  readonly onReload?: () => void;
 }
 
 const RECONNECT_MIN_MS = 250;
@@ -53,6 +55,7 @@ export class CatalogWatcher {
         try {
           const { connectionString, schemas, roles } = this.options;
           this.current = await loadCatalog(connectionString, schemas, roles);
+          this.options.onReload?.();
           this.options.logger.info(
             { tables: [...this.current.allTables()].length },
             'schema catalog reloaded',

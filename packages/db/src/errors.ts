@@ -84,6 +84,15 @@ export function mapPgError(error: unknown, signal?: AbortSignal): SluiceError {
           cause,
         },
       );
+    case '0A000':
+      if (/cached plan must not change result type/.test(error.message)) {
+        // A prepared statement outlived a schema change; the catalog reload clears them.
+        return new SluiceError('ABORTED', 'The schema changed while the call ran; retry it', {
+          reason: 'SLUICE_SCHEMA_CHANGED',
+          cause,
+        });
+      }
+      break;
     case '40001':
     case '40P01':
       return new SluiceError('ABORTED', 'The transaction conflicted with another; retry it', {

@@ -20,7 +20,19 @@ export interface RunningPostgres {
   readonly url: string;
   readonly port: number;
   readonly dataDir: string;
+  /** Folder holding the server's Unix socket (its data folder). */
+  readonly socketDir: string;
   stop(): Promise<void>;
+}
+
+/**
+ * The same connection string, connecting through the server's Unix socket instead of TCP:
+ * same database, user and password, less kernel work per round trip than loopback TCP.
+ */
+export function viaSocket(url: string, socketDir: string): string {
+  const u = new URL(url);
+  u.searchParams.set('host', socketDir);
+  return u.toString();
 }
 
 const SUPERUSER = 'postgres';
@@ -100,6 +112,7 @@ export async function startEmbeddedPostgres(options: EmbeddedPostgresOptions): P
     url: `postgres://${SUPERUSER}:${SUPERUSER_PASSWORD}@127.0.0.1:${options.port}/postgres`,
     port: options.port,
     dataDir,
+    socketDir: dataDir,
     stop: () => pg.stop(),
   };
 }

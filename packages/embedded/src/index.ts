@@ -3,4 +3,5 @@ export {
   type RunningPostgres,
   resolveDataDir,
   startEmbeddedPostgres,
+  viaSocket,
 } from './embedded-postgres';

@@ -13,6 +13,7 @@ export interface DataConfig {
     readonly idleTimeoutMs: number;
     readonly maxLifetimeSeconds: number;
     readonly acquireTimeoutMs: number;
+    readonly preparedStatements: number;
   };
   readonly schemas: readonly string[];
   readonly auth: {
@@ -66,6 +67,7 @@ export function loadDataConfig(env: Env): DataConfig {
       idleTimeoutMs: r.int('DB_POOL_IDLE_TIMEOUT_MS', 30_000),
       maxLifetimeSeconds: r.int('DB_POOL_MAX_LIFETIME_S', 1800),
       acquireTimeoutMs: r.int('DB_POOL_ACQUIRE_TIMEOUT_MS', 5_000, { min: 1 }),
+      preparedStatements: r.int('DB_PREPARED_STATEMENTS', 200, { max: 10_000 }),
     },
     schemas: r.list('DB_SCHEMAS', ['public']),
     auth: {

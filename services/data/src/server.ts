@@ -43,6 +43,7 @@ export async function startDataServer(config: DataConfig, options: StartOptions 
     schemas: config.schemas,
     roles: config.auth.allowedRoles,
     logger,
+    onReload: () => db.invalidateStatements(),
   });
   const authenticator = createAuthenticator({ ...stripUndefined(config.auth) });
   const server = createGrpcServer({
