@@ -48,6 +48,9 @@ const SETTINGS_SQL =
 
 /** Prepared once per connection like the request statements (see StatementCache). */
 const SETTINGS_STATEMENT = 'sluice_settings';
+const BEGIN = { name: 'sluice_begin', text: 'begin' };
+const BEGIN_READ_ONLY = { name: 'sluice_begin_ro', text: 'begin read only' };
+const COMMIT = { name: 'sluice_commit', text: 'commit' };
 
 // A deadline this close is treated as already passed: the round trip alone would overrun it.
 const DEADLINE_MARGIN_MS = 5;
@@ -86,14 +89,14 @@ export class Database {
     let broken: Error | undefined;
     try {
       const pending = corked(client, () => [
-        client.query(scope.readOnly ? 'begin read only' : 'begin'),
+        client.query(scope.readOnly ? BEGIN_READ_ONLY : BEGIN),
         client.query({
           name: SETTINGS_STATEMENT,
           text: SETTINGS_SQL,
           values: settingsParams(scope, timeoutMs),
         }),
         ...statements.map((s) => client.query(arrayQuery(s, this.statements.nameFor(client, s.sql)))),
-        client.query('commit'),
+        client.query(COMMIT),
       ]);
       const settled = await Promise.allSettled(pending);
       const failed = settled.find((s) => s.status === 'rejected');
@@ -127,7 +130,7 @@ export class Database {
     try {
       // Sent without waiting: the first statement of `fn` follows in the same round trip.
       const [begin, settings] = corked(client, () => [
-        client.query(scope.readOnly ? 'begin read only' : 'begin'),
+        client.query(scope.readOnly ? BEGIN_READ_ONLY : BEGIN),
         client.query({
           name: SETTINGS_STATEMENT,
           text: SETTINGS_SQL,

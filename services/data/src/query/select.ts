@@ -113,15 +113,17 @@ export function planSelect(
     );
   }
   const limit = Math.min(req.limit === 0 ? limits.defaultLimit : req.limit, limits.maxRows);
-  const shape = queryShape([
-    q.table.schema,
-    q.table.name,
-    req.filter ? Filter.toJSON(req.filter) : null,
-    q.order.map((k) => [k.column.name, k.desc, k.nullsFirst]),
-  ]);
+  // Hashed only when a token is read or written: most selects need neither.
+  const shape = () =>
+    queryShape([
+      q.table.schema,
+      q.table.name,
+      req.filter ? Filter.toJSON(req.filter) : null,
+      q.order.map((k) => [k.column.name, k.desc, k.nullsFirst]),
+    ]);
   const keyColumns = q.keyset ? q.order.map((k) => k.column) : [];
   const keys = req.pageToken
-    ? decodePageToken(req.pageToken, shape, keyColumns.length, `${field}page_token`)
+    ? decodePageToken(req.pageToken, shape(), keyColumns.length, `${field}page_token`)
     : undefined;
   const where = keys ? sql`${q.where} and ${afterKeys(q.order, keys)}` : q.where;
   const hidden = keyColumns.map((c, i) => sql`${sql.id(c.name)} as ${sql.id(`__sluice_k${i}`)}`);
@@ -152,7 +154,7 @@ export function planSelect(
       let nextPageToken = '';
       if (more) {
         const last = page.rows[page.rows.length - 1] ?? [];
-        nextPageToken = encodePageToken(shape, last.slice(q.columns.length));
+        nextPageToken = encodePageToken(shape(), last.slice(q.columns.length));
       }
       let count: bigint | undefined;
       if (mode === data.CountMode.COUNT_MODE_EXACT) count = BigInt(countResult?.rows[0]?.[0] ?? '0');
