@@ -4,6 +4,7 @@ import { CatalogWatcher, createPool, Database, migrationsCurrent } from '@sluice
 import { authMiddleware, createGrpcServer } from '@sluice/grpc';
 import { createLogger } from '@sluice/observability';
 import { data } from '@sluice/proto';
+import type pg from 'pg';
 import type { Logger } from 'pino';
 import type { DataConfig } from './config';
 import { createDataService } from './data-service';
@@ -58,6 +59,7 @@ export async function startDataServer(config: DataConfig, options: StartOptions 
       data.DataServiceDefinition,
       createDataService({ db, catalog: () => catalog.current, limits: config.limits }),
     );
+  await warnIfSuperuser(pool, logger);
   const port = await server.listen(config.grpcAddress);
   logger.info({ address: config.grpcAddress, port }, 'data service listening');
 
@@ -96,6 +98,22 @@ async function watchReadiness(
     }
     report(ready);
     await delay(ready ? 15_000 : 2_000, undefined, { signal }).catch(() => {});
+  }
+}
+
+/**
+ * Requests always switch to an allowlisted role, but a superuser login could switch back
+ * (RESET ROLE inside a function): say so loudly. The core migration provides sluice_authenticator.
+ */
+async function warnIfSuperuser(pool: pg.Pool, logger: Logger): Promise<void> {
+  const { rows } = await pool.query<{ usename: string; usesuper: string }>(
+    'select usename, usesuper::text from pg_user where usename = current_user',
+  );
+  if (rows[0]?.usesuper === 'true') {
+    logger.warn(
+      { user: rows[0].usename },
+      'DATABASE_URL logs in as a superuser; connect as sluice_authenticator (or another non-superuser granted anon, authenticated and service_role)',
+    );
   }
 }
 
