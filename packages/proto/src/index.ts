@@ -3,6 +3,7 @@
 export { NullValue, Value as JsonValue } from './gen/google/protobuf/struct';
 export { Timestamp } from './gen/google/protobuf/timestamp';
 export * as data from './gen/sluice/data/v1/data';
+export * as events from './gen/sluice/events/v1/events';
 export { Condition, Filter, FilterList, Operator } from './gen/sluice/type/v1/filter';
 export { Column, ResultSet, Row, Value, ValueList } from './gen/sluice/type/v1/value';
 

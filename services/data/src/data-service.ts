@@ -2,15 +2,23 @@ import { invalidArgument, SluiceError } from '@sluice/core';
 import { compile, type Database, mapPgError, type RequestScope, type SchemaCatalog } from '@sluice/db';
 import type { AuthenticatedContext } from '@sluice/grpc';
 import type { data } from '@sluice/proto';
+import {
+  Access,
+  orderByClause,
+  type Plan,
+  planCall,
+  planDelete,
+  planInsert,
+  planSelect,
+  planUpdate,
+  resolveSelect,
+  type SelectLimits,
+  selectList,
+  toRow,
+} from '@sluice/query';
 import { sql } from 'kysely';
 import type { CallContext, ServiceImplementation } from 'nice-grpc';
 import { describeSchema } from './describe-schema';
-import { Access } from './query/access';
-import { planCall } from './query/call';
-import { planDelete, planInsert, planUpdate } from './query/mutations';
-import type { Plan } from './query/plan';
-import { toRow } from './query/results';
-import { orderByClause, planSelect, resolveSelect, type SelectLimits, selectList } from './query/select';
 
 export interface DataServiceDeps {
   readonly db: Database;
