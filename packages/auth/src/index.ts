@@ -1,3 +1,4 @@
+export { type AuthSettings, readAuthSettings } from './auth-settings';
 export {
   type AuthConfig,
   type AuthenticateOptions,

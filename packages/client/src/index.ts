@@ -1,2 +1,3 @@
 export { createDataClient, type DataClient, type DataClientOptions } from './data-client';
+export { createEventsClient, type EventsClient } from './events-client';
 export { fromValue, toObjects, v } from './values';

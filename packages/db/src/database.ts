@@ -28,6 +28,8 @@ export interface RequestScope {
   readonly deadline: Date | undefined;
   /** Trace id of the call, stored with changes the transaction writes. */
   readonly traceId?: string;
+  /** REPEATABLE READ: every statement of the transaction sees one snapshot (events snapshots). */
+  readonly repeatableRead?: boolean;
 }
 
 /** A request's open transaction, for handlers that need several dependent statements. */
@@ -51,6 +53,12 @@ const SETTINGS_STATEMENT = 'sluice_settings';
 const BEGIN = { name: 'sluice_begin', text: 'begin' };
 const BEGIN_READ_ONLY = { name: 'sluice_begin_ro', text: 'begin read only' };
 const COMMIT = { name: 'sluice_commit', text: 'commit' };
+const BEGIN_SNAPSHOT = { name: 'sluice_begin_rr', text: 'begin isolation level repeatable read read only' };
+
+function beginFor(scope: RequestScope): { name: string; text: string } {
+  if (scope.repeatableRead) return BEGIN_SNAPSHOT;
+  return scope.readOnly ? BEGIN_READ_ONLY : BEGIN;
+}
 
 // A deadline this close is treated as already passed: the round trip alone would overrun it.
 const DEADLINE_MARGIN_MS = 5;
@@ -89,7 +97,7 @@ export class Database {
     let broken: Error | undefined;
     try {
       const pending = corked(client, () => [
-        client.query(scope.readOnly ? BEGIN_READ_ONLY : BEGIN),
+        client.query(beginFor(scope)),
         client.query({
           name: SETTINGS_STATEMENT,
           text: SETTINGS_SQL,
@@ -130,7 +138,7 @@ export class Database {
     try {
       // Sent without waiting: the first statement of `fn` follows in the same round trip.
       const [begin, settings] = corked(client, () => [
-        client.query(scope.readOnly ? BEGIN_READ_ONLY : BEGIN),
+        client.query(beginFor(scope)),
         client.query({
           name: SETTINGS_STATEMENT,
           text: SETTINGS_SQL,

@@ -4,6 +4,7 @@ import { ConfigError } from '@sluice/core';
 import { type DataServer, loadDataConfig, startDataServer } from '@sluice/data-service';
 import { migrateAll, runSqlFile } from '@sluice/db';
 import { type RunningPostgres, startEmbeddedPostgres, viaSocket } from '@sluice/embedded';
+import { type EventsServer, loadEventsConfig, startEventsServer } from '@sluice/events-service';
 import { createLogger } from '@sluice/observability';
 import pg from 'pg';
 import { loadLauncherConfig } from './config';
@@ -30,13 +31,17 @@ async function main(): Promise<void> {
   const env: Record<string, string | undefined> = { ...process.env };
   let embedded: RunningPostgres | undefined;
   let data: DataServer | undefined;
+  let events: EventsServer | undefined;
   let stopping = false;
 
   const stop = async (signal: string) => {
     if (stopping) return;
     stopping = true;
     log.info({ signal }, 'shutting down');
-    await data?.close().catch((err: unknown) => log.error({ err }, 'data service did not stop cleanly'));
+    await Promise.all([
+      data?.close().catch((err: unknown) => log.error({ err }, 'data service did not stop cleanly')),
+      events?.close().catch((err: unknown) => log.error({ err }, 'events service did not stop cleanly')),
+    ]);
     await embedded
       ?.stop()
       .catch((err: unknown) => log.error({ err }, 'embedded PostgreSQL did not stop cleanly'));
@@ -81,8 +86,11 @@ async function main(): Promise<void> {
   }
 
   const dataConfig = loadDataConfig(env);
+  const eventsConfig = loadEventsConfig(env);
   data = await startDataServer(dataConfig, { migrationsDir: launcher.migrationsDir });
-  if (embedded) await printWelcome(dataConfig.grpcAddress, dataConfig.auth.jwtSecret);
+  events = await startEventsServer(eventsConfig);
+  if (embedded)
+    await printWelcome(dataConfig.grpcAddress, eventsConfig.grpcAddress, dataConfig.auth.jwtSecret);
 }
 
 async function ensureDatabase(superuserUrl: string, database: string): Promise<string> {
@@ -126,7 +134,11 @@ async function authenticatorUrl(superuserUrl: string, password: string): Promise
   return url.toString();
 }
 
-async function printWelcome(address: string, secret: string | undefined): Promise<void> {
+async function printWelcome(
+  address: string,
+  eventsAddress: string,
+  secret: string | undefined,
+): Promise<void> {
   if (!secret) return;
   const day = 24 * 3600;
   const alice = await signToken(secret, { sub: DEMO_USERS.alice, role: 'authenticated' }, { expiresIn: day });
@@ -134,7 +146,7 @@ async function printWelcome(address: string, secret: string | undefined): Promis
   const service = await signToken(secret, { role: 'service_role' }, { expiresIn: day });
   const lines = [
     '',
-    `Sluice is running. Data service (gRPC): ${address}`,
+    `Sluice is running. Data service (gRPC): ${address}   Events service (gRPC): ${eventsAddress}`,
     '',
     'Demo tokens (valid 24 h):',
     `  alice (admin of Acme):   ${alice}`,
@@ -143,6 +155,7 @@ async function printWelcome(address: string, secret: string | undefined): Promis
     '',
     'Try it (in another terminal):',
     `  SLUICE_TOKEN=${alice} npx tsx examples/quickstart.ts`,
+    `  SLUICE_TOKEN=${alice} npx tsx examples/subscribe.ts     # follow changes to posts, resuming after a disconnect`,
     '',
     'Ctrl-C stops everything.',
     '',

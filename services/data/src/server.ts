@@ -46,7 +46,7 @@ export async function startDataServer(config: DataConfig, options: StartOptions 
     logger,
     onReload: () => db.invalidateStatements(),
   });
-  const authenticator = createAuthenticator({ ...stripUndefined(config.auth) });
+  const authenticator = createAuthenticator(config.auth);
   const server = createGrpcServer({
     logger,
     maxReceiveMessageBytes: config.limits.maxMessageBytes,
@@ -115,8 +115,4 @@ async function warnIfSuperuser(pool: pg.Pool, logger: Logger): Promise<void> {
       'DATABASE_URL logs in as a superuser; connect as sluice_authenticator (or another non-superuser granted anon, authenticated and service_role)',
     );
   }
-}
-
-function stripUndefined<T extends object>(value: T): T {
-  return Object.fromEntries(Object.entries(value).filter(([, v]) => v !== undefined)) as T;
 }

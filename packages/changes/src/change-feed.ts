@@ -1,0 +1,198 @@
+import pg from 'pg';
+import type { Logger } from 'pino';
+import type { Position } from './position';
+import { type ChangeBatch, currentPosition, readChangesDetailed } from './read-changes';
+
+export interface ChangeFeedOptions {
+  /** Pool from @sluice/db createPool (raw text values). */
+  readonly pool: pg.Pool;
+  /** A direct session connection for LISTEN (not through a transaction-mode pooler). */
+  readonly listenConnectionString: string;
+  readonly batchSize: number;
+  /** Safety-net polling interval: covers lost notifications and a listener being reconnected. */
+  readonly pollIntervalMs: number;
+  readonly logger: Logger;
+}
+
+type Listener = (batch: ChangeBatch) => Promise<void> | void;
+
+const CHANNEL = 'sluice_changes';
+const RECONNECT_MIN_MS = 100;
+const RECONNECT_MAX_MS = 10_000;
+// When committed changes wait behind an older running transaction (which may never notify),
+// read again soon rather than at the next poll.
+const WAITING_MIN_MS = 10;
+
+/**
+ * The shared reader of one service instance: reads the change log from the current position on,
+ * woken by NOTIFY sluice_changes on a dedicated session (reconnected with backoff) and polling every
+ * pollIntervalMs. Batches go to the listeners in order; the next read waits for them.
+ */
+export class ChangeFeed {
+  readonly #options: ChangeFeedOptions;
+  readonly #listeners = new Set<Listener>();
+  #head: Position;
+  #closed = false;
+  #wakePending = false;
+  #wakeUp: (() => void) | undefined;
+  #listen: pg.Client | undefined;
+  #reconnectTimer: NodeJS.Timeout | undefined;
+  #reconnectDelay = RECONNECT_MIN_MS;
+  #loop: Promise<void> | undefined;
+
+  private constructor(options: ChangeFeedOptions, head: Position) {
+    this.#options = options;
+    this.#head = head;
+  }
+
+  /**
+   * Starts the feed at currentPosition(). Resolves once the LISTEN session is up.
+   * @throws when the database cannot be reached.
+   */
+  static async start(options: ChangeFeedOptions): Promise<ChangeFeed> {
+    const feed = new ChangeFeed(options, await currentPosition(options.pool));
+    await feed.#connect();
+    feed.#loop = feed.#run();
+    return feed;
+  }
+
+  /** Latest `until` processed. */
+  get head(): Position {
+    return this.#head;
+  }
+
+  /**
+   * Calls `listener` with each batch, in order, awaited before the next read; batches whose
+   * `until` advanced are delivered even without changes (a heartbeat position). A throwing listener
+   * is logged, not fatal. Returns the unsubscribe function.
+   */
+  onBatch(listener: Listener): () => void {
+    this.#listeners.add(listener);
+    return () => {
+      this.#listeners.delete(listener);
+    };
+  }
+
+  /** Stops reading and listening; resolves when the current batch's listeners have finished. */
+  async close(): Promise<void> {
+    if (this.#closed) return;
+    this.#closed = true;
+    clearTimeout(this.#reconnectTimer);
+    this.#wake();
+    await this.#loop;
+    const listen = this.#listen;
+    this.#listen = undefined;
+    await listen?.end().catch(() => {});
+  }
+
+  #wake(): void {
+    this.#wakePending = true;
+    this.#wakeUp?.();
+  }
+
+  async #connect(): Promise<void> {
+    const { logger } = this.#options;
+    const client = new pg.Client({
+      connectionString: this.#options.listenConnectionString,
+      keepAlive: true,
+      application_name: 'sluice-change-feed',
+    });
+    let failed = false;
+    const onFailure = (error?: Error) => {
+      if (failed) return;
+      failed = true;
+      if (this.#listen === client) this.#listen = undefined;
+      client.end().catch(() => {});
+      if (this.#closed) return;
+      logger.warn({ err: error }, 'change feed: LISTEN connection lost; reconnecting');
+      this.#scheduleReconnect();
+    };
+    client.on('error', onFailure);
+    client.on('end', () => onFailure());
+    client.on('notification', (msg) => {
+      if (msg.channel === CHANNEL) this.#wake();
+    });
+    await client.connect();
+    await client.query(`listen ${CHANNEL}`);
+    this.#listen = client;
+    this.#reconnectDelay = RECONNECT_MIN_MS;
+  }
+
+  #scheduleReconnect(): void {
+    const delay = this.#reconnectDelay * (0.5 + Math.random() / 2);
+    this.#reconnectDelay = Math.min(this.#reconnectDelay * 2, RECONNECT_MAX_MS);
+    this.#reconnectTimer = setTimeout(() => {
+      if (this.#closed) return;
+      this.#connect().then(
+        // Notifications sent while disconnected are lost: read now.
+        () => this.#wake(),
+        (error: unknown) => {
+          this.#options.logger.warn({ err: error }, 'change feed: LISTEN reconnect failed');
+          this.#scheduleReconnect();
+        },
+      );
+    }, delay);
+    this.#reconnectTimer.unref();
+  }
+
+  async #run(): Promise<void> {
+    const { pool, batchSize, pollIntervalMs, logger } = this.#options;
+    let waitingDelay = WAITING_MIN_MS;
+    let errorDelay = RECONNECT_MIN_MS;
+    while (!this.#closed) {
+      this.#wakePending = false;
+      let delay = pollIntervalMs;
+      try {
+        let waiting = false;
+        for (;;) {
+          const result = await readChangesDetailed(pool, this.#head, batchSize, { logger });
+          const { batch } = result;
+          const advanced = batch.until.xid !== this.#head.xid || batch.until.id !== this.#head.id;
+          this.#head = batch.until;
+          if (batch.changes.length > 0 || advanced) await this.#deliver(batch);
+          if (!result.full || this.#closed) {
+            waiting = result.waiting;
+            break;
+          }
+        }
+        errorDelay = RECONNECT_MIN_MS;
+        if (waiting) {
+          delay = Math.min(waitingDelay, pollIntervalMs);
+          waitingDelay = Math.min(waitingDelay * 2, pollIntervalMs);
+        } else {
+          waitingDelay = WAITING_MIN_MS;
+        }
+      } catch (error) {
+        logger.warn({ err: error }, 'change feed: reading the change log failed; retrying');
+        delay = Math.min(errorDelay, pollIntervalMs);
+        errorDelay = Math.min(errorDelay * 2, RECONNECT_MAX_MS);
+      }
+      await this.#sleep(delay);
+    }
+  }
+
+  async #deliver(batch: ChangeBatch): Promise<void> {
+    for (const listener of [...this.#listeners]) {
+      try {
+        await listener(batch);
+      } catch (error) {
+        this.#options.logger.error({ err: error }, 'change feed: a batch listener failed');
+      }
+    }
+  }
+
+  #sleep(ms: number): Promise<void> {
+    if (this.#wakePending || this.#closed) return Promise.resolve();
+    return new Promise((resolve) => {
+      const timer = setTimeout(done, ms);
+      function done() {
+        clearTimeout(timer);
+        resolve();
+      }
+      this.#wakeUp = () => {
+        this.#wakeUp = undefined;
+        done();
+      };
+    });
+  }
+}

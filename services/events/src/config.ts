@@ -1,0 +1,82 @@
+import { createHash } from 'node:crypto';
+import { type AuthSettings, readAuthSettings } from '@sluice/auth';
+import { deepFreeze, type Env, EnvReader } from '@sluice/core';
+import { type PoolSettings, readPoolSettings } from '@sluice/db';
+
+/** Everything the events service reads from its environment, validated and frozen at startup. */
+export interface EventsConfig {
+  readonly env: string;
+  readonly logLevel: string;
+  readonly grpcAddress: string;
+  readonly databaseUrl: string;
+  readonly pool: PoolSettings;
+  readonly schemas: readonly string[];
+  readonly auth: AuthSettings;
+  /** Key that signs positions, so a forged position is refused. Shared by every instance. */
+  readonly positionSecret: string;
+  readonly feed: {
+    readonly batchSize: number;
+    readonly pollIntervalMs: number;
+  };
+  readonly stream: {
+    readonly heartbeatMs: number;
+    /** Events buffered per stream before a slow reader is ended with RESOURCE_EXHAUSTED. */
+    readonly bufferEvents: number;
+    readonly bufferBytes: number;
+    readonly snapshotMaxRows: number;
+    readonly maxTablesPerSubscription: number;
+  };
+  readonly retention: {
+    readonly maxAgeMs: number;
+    readonly intervalMs: number;
+  };
+  readonly maxMessageBytes: number;
+  readonly shutdownGraceMs: number;
+}
+
+/**
+ * Reads the events service's configuration (documented in the README, "Configuration").
+ *
+ * @throws ConfigError listing every problem.
+ */
+export function loadEventsConfig(env: Env): EventsConfig {
+  const r = new EnvReader(env);
+  const databaseUrl = r.url('DATABASE_URL');
+  if (!databaseUrl) r.problem('DATABASE_URL is required (npm start sets it to the embedded PostgreSQL)');
+  const auth = readAuthSettings(r);
+  let positionSecret = r.string('EVENTS_POSITION_SECRET');
+  if (!positionSecret && auth.jwtSecret) {
+    // Derived, not reused: the JWT secret itself never signs anything but tokens.
+    positionSecret = createHash('sha256').update(`sluice-positions:${auth.jwtSecret}`).digest('base64url');
+  }
+  if (!positionSecret) r.problem('EVENTS_POSITION_SECRET is required when JWT_SECRET is not set');
+  const config: EventsConfig = {
+    env: r.string('SLUICE_ENV', 'local'),
+    logLevel: r.oneOf('LOG_LEVEL', ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'], 'info'),
+    grpcAddress: r.string('EVENTS_GRPC_ADDRESS', '127.0.0.1:50052'),
+    databaseUrl: databaseUrl ?? '',
+    pool: readPoolSettings(r),
+    schemas: r.list('DB_SCHEMAS', ['public']),
+    auth,
+    positionSecret: positionSecret ?? '',
+    feed: {
+      batchSize: r.int('EVENTS_BATCH_SIZE', 1000, { min: 1, max: 100_000 }),
+      pollIntervalMs: r.int('EVENTS_POLL_INTERVAL_MS', 500, { min: 10 }),
+    },
+    stream: {
+      heartbeatMs: r.int('EVENTS_HEARTBEAT_MS', 10_000, { min: 100 }),
+      bufferEvents: r.int('EVENTS_BUFFER_EVENTS', 1000, { min: 1 }),
+      bufferBytes: r.int('EVENTS_BUFFER_BYTES', 4 * 1024 * 1024, { min: 1024 }),
+      snapshotMaxRows: r.int('EVENTS_SNAPSHOT_MAX_ROWS', 100_000, { min: 1 }),
+      maxTablesPerSubscription: r.int('EVENTS_MAX_TABLES', 32, { min: 1 }),
+    },
+    retention: {
+      maxAgeMs: r.int('EVENTS_RETENTION_HOURS', 168, { min: 1 }) * 3600_000,
+      intervalMs: r.int('EVENTS_RETENTION_INTERVAL_MS', 60_000, { min: 100 }),
+    },
+    maxMessageBytes: r.int('MAX_MESSAGE_BYTES', 4 * 1024 * 1024, { min: 1024 }),
+    shutdownGraceMs: r.int('SHUTDOWN_GRACE_MS', 10_000),
+  };
+  r.done();
+  return deepFreeze(config);
+}

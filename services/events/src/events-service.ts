@@ -1,0 +1,225 @@
+import {
+  type ChangeFeed,
+  currentPosition,
+  type Position,
+  type PositionCodec,
+  type Snapshot,
+} from '@sluice/changes';
+import { invalidArgument, SluiceError } from '@sluice/core';
+import { compile, type Database, type SchemaCatalog } from '@sluice/db';
+import type { AuthenticatedContext } from '@sluice/grpc';
+import { events } from '@sluice/proto';
+import { Access, compileFilter, selectList, toRow } from '@sluice/query';
+import { sql } from 'kysely';
+import type { CallContext, ServiceImplementation } from 'nice-grpc';
+import type { EventsConfig } from './config';
+import { compileMatcher } from './filter-matcher';
+import type { SubscriptionHub } from './hub';
+import { type ChangeOp, Subscriber, type TableSubscription } from './subscriber';
+
+export interface EventsServiceDeps {
+  readonly db: Database;
+  readonly catalog: () => SchemaCatalog;
+  /** Tables with change capture enabled ("schema.table"), refreshed after DDL. */
+  readonly captured: () => ReadonlySet<string>;
+  readonly feed: ChangeFeed;
+  readonly hub: SubscriptionHub;
+  readonly codec: PositionCodec;
+  readonly stream: EventsConfig['stream'];
+  /** Aborted when the server starts shutting down: streams end with UNAVAILABLE and their position. */
+  readonly draining: AbortSignal;
+}
+
+type Context = CallContext & AuthenticatedContext;
+
+const OPS: Readonly<Record<number, ChangeOp>> = {
+  [events.Operation.OPERATION_INSERT]: 'INSERT',
+  [events.Operation.OPERATION_UPDATE]: 'UPDATE',
+  [events.Operation.OPERATION_DELETE]: 'DELETE',
+};
+
+/** Validates a SubscribeRequest's tables against the catalog, the role's privileges and capture. */
+function resolveTables(
+  req: events.SubscribeRequest,
+  access: Access,
+  deps: EventsServiceDeps,
+): Map<string, TableSubscription> {
+  if (req.tables.length === 0)
+    throw invalidArgument('SLUICE_TABLES_REQUIRED', 'tables', 'Subscribe to at least one table');
+  if (req.tables.length > deps.stream.maxTablesPerSubscription) {
+    throw invalidArgument(
+      'SLUICE_TOO_MANY_TABLES',
+      'tables',
+      `At most ${deps.stream.maxTablesPerSubscription} tables per subscription`,
+    );
+  }
+  const out = new Map<string, TableSubscription>();
+  for (const [i, t] of req.tables.entries()) {
+    const field = `tables[${i}]`;
+    const table = access.table(t.schema, t.table, `${field}.table`, 'select');
+    const key = `${table.schema}.${table.name}`;
+    if (out.has(key))
+      throw invalidArgument('SLUICE_DUPLICATE_TABLE', `${field}.table`, `${key} is listed twice`);
+    if (!deps.captured().has(key)) {
+      throw new SluiceError(
+        'FAILED_PRECONDITION',
+        `Change capture is not enabled for ${key} (sluice.enable_changes)`,
+        {
+          reason: 'SLUICE_CAPTURE_DISABLED',
+          violations: [{ field: `${field}.table`, description: 'change capture is not enabled' }],
+        },
+      );
+    }
+    const operations = new Set<ChangeOp>();
+    for (const [j, op] of t.operations.entries()) {
+      const name = OPS[op];
+      if (!name)
+        throw invalidArgument(
+          'SLUICE_UNKNOWN_OPERATION',
+          `${field}.operations[${j}]`,
+          `Unknown operation ${op}`,
+        );
+      operations.add(name);
+    }
+    if (operations.size === 0) for (const op of Object.values(OPS)) operations.add(op);
+    const projection = access.columns(table, t.columns, `${field}.columns`, 'select');
+    const matches = compileMatcher(
+      t.filter,
+      table.columns.map((c) => ({ name: c.name, typeOid: c.typeOid })),
+      access.catalog.types,
+      `${field}.filter`,
+      (name, f) => {
+        access.column(table, name, f, 'select');
+      },
+    );
+    out.set(key, { table, operations, matches, projection, filter: t.filter });
+  }
+  return out;
+}
+
+function parseSnapshot(text: string): Snapshot {
+  const [xmin, xmax, xip] = text.split(':');
+  return {
+    xmin: BigInt(xmin ?? '0'),
+    xmax: BigInt(xmax ?? '0'),
+    xip: xip ? xip.split(',').map((x) => BigInt(x)) : [],
+  };
+}
+
+/**
+ * The EventsService: Subscribe validates the request, picks the start position (now, a
+ * client's position, or a consistent snapshot), catches up from the log, then follows the
+ * shared feed. Messages leave through the stream's bounded queue.
+ */
+export function createEventsService(
+  deps: EventsServiceDeps,
+): ServiceImplementation<typeof events.EventsServiceDefinition, AuthenticatedContext> {
+  async function snapshotRows(
+    context: Context,
+    tables: Map<string, TableSubscription>,
+  ): Promise<{ rows: events.SnapshotRow[]; snapshot: Snapshot }> {
+    const access = new Access(deps.catalog(), context.identity.role);
+    const { signal } = context.sluice;
+    const scope = {
+      identity: context.identity,
+      readOnly: true,
+      repeatableRead: true,
+      signal,
+      deadline: undefined,
+    };
+    return deps.db.transaction(scope, async (tx) => {
+      // In REPEATABLE READ every statement sees the transaction's one snapshot: this is it.
+      const snap = await tx.query(compile(sql`select pg_current_snapshot()::text`));
+      const snapshot = parseSnapshot(snap.rows[0]?.[0] ?? '0:0:');
+      const rows: events.SnapshotRow[] = [];
+      const types = deps.catalog().types;
+      for (const [i, sub] of [...tables.values()].entries()) {
+        const where = sub.filter
+          ? compileFilter(sub.filter, access, sub.table, `tables[${i}].filter`)
+          : sql`true`;
+        const limit = deps.stream.snapshotMaxRows - rows.length + 1;
+        const result = await tx.query(
+          compile(
+            sql`select ${selectList(sub.projection)} from ${sql.id(sub.table.schema, sub.table.name)} where ${where} limit ${sql.val(limit)}`,
+          ),
+        );
+        if (rows.length + result.rows.length > deps.stream.snapshotMaxRows) {
+          throw new SluiceError(
+            'FAILED_PRECONDITION',
+            `The snapshot has more than ${deps.stream.snapshotMaxRows} rows; narrow the filter`,
+            {
+              reason: 'SLUICE_SNAPSHOT_TOO_LARGE',
+            },
+          );
+        }
+        const columns = result.fields.map((f) => ({ name: f.name, type: types.name(f.dataTypeID) }));
+        for (const row of result.rows) {
+          rows.push({
+            schema: sub.table.schema,
+            table: sub.table.name,
+            columns,
+            record: toRow(row, result.fields, types),
+          });
+        }
+      }
+      return { rows, snapshot };
+    });
+  }
+
+  return {
+    async *subscribe(req, context) {
+      const access = new Access(deps.catalog(), context.identity.role);
+      const tables = resolveTables(req, access, deps);
+      const { signal } = context.sluice;
+      const start = req.start;
+      let position: Position;
+      let snapshot: { rows: events.SnapshotRow[]; snapshot: Snapshot } | undefined;
+      if (start?.$case === 'fromPosition') {
+        position = deps.codec.decode(start.value, 'from_position');
+      } else if (start?.$case === 'snapshot' && start.value) {
+        snapshot = await snapshotRows(context, tables);
+        position = { xid: snapshot.snapshot.xmin, id: 0n, snapshot: snapshot.snapshot };
+      } else {
+        position = await currentPosition(deps.db.pool);
+      }
+      const subscriber = new Subscriber(
+        context.identity,
+        tables,
+        position,
+        deps.codec,
+        () => deps.catalog().types,
+        deps.stream,
+      );
+      const onDrain = () =>
+        subscriber.fail(
+          new SluiceError('UNAVAILABLE', 'The server is shutting down; reconnect from the last position', {
+            reason: 'SLUICE_SHUTTING_DOWN',
+            metadata: { position: subscriber.lastSent },
+          }),
+        );
+      deps.draining.addEventListener('abort', onDrain, { once: true });
+      if (deps.draining.aborted) onDrain();
+      const heartbeat = setInterval(() => subscriber.heartbeat(), deps.stream.heartbeatMs);
+      heartbeat.unref();
+      try {
+        if (snapshot) {
+          for (const row of snapshot.rows) yield { message: { $case: 'snapshotRow', value: row } };
+          subscriber.lastSent = deps.codec.encode(position);
+          yield { message: { $case: 'snapshotEnd', value: { position: subscriber.lastSent } } };
+        }
+        void deps.hub.catchUpAndAttach(subscriber, signal);
+        for (;;) {
+          const message = await subscriber.queue.next(signal);
+          const m = message.message;
+          if (m?.$case === 'change' || m?.$case === 'heartbeat') subscriber.lastSent = m.value.position;
+          yield message;
+        }
+      } finally {
+        subscriber.closed = true;
+        clearInterval(heartbeat);
+        deps.draining.removeEventListener('abort', onDrain);
+        deps.hub.detach(subscriber);
+      }
+    },
+  };
+}

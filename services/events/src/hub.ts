@@ -1,0 +1,90 @@
+import { type ChangeFeed, comparePositions, readChanges } from '@sluice/changes';
+import { SluiceError, sleep } from '@sluice/core';
+import { type Database, mapPgError } from '@sluice/db';
+import type { Logger } from 'pino';
+import { dispatchBatch } from './dispatch';
+import type { Subscriber } from './subscriber';
+
+/**
+ * Fans the shared change feed out to every attached subscriber (one log read per batch for all
+ * of them). A new subscriber first catches up on its own from its start position, reading the
+ * log directly, and attaches only between two feed batches once it has reached the feed's head.
+ */
+export class SubscriptionHub {
+  private readonly attached = new Set<Subscriber>();
+  private processing = false;
+  private readonly stop = new AbortController();
+  private readonly unsubscribe: () => void;
+
+  constructor(
+    private readonly feed: ChangeFeed,
+    private readonly db: Database,
+    private readonly batchSize: number,
+    private readonly logger: Logger,
+  ) {
+    this.unsubscribe = feed.onBatch((batch) => this.onBatch(batch));
+  }
+
+  get size(): number {
+    return this.attached.size;
+  }
+
+  /**
+   * Reads the log from the subscriber's position until it reaches the feed's head, then
+   * attaches it to the feed. Errors (e.g. OUT_OF_RANGE for an expired position) end the stream.
+   */
+  async catchUpAndAttach(subscriber: Subscriber, signal: AbortSignal): Promise<void> {
+    const combined = AbortSignal.any([signal, this.stop.signal]);
+    try {
+      while (!subscriber.closed && !combined.aborted) {
+        if (!this.processing && comparePositions(subscriber.position, this.feed.head) >= 0) {
+          this.attached.add(subscriber);
+          return;
+        }
+        const batch = await readChanges(this.db.pool, subscriber.position, this.batchSize, {
+          signal: combined,
+        });
+        await dispatchBatch(this.db, [subscriber], batch, combined);
+        // Caught up with the log but the feed has not read that far yet: give it a moment.
+        if (batch.changes.length === 0) await sleep(10, { signal: combined });
+      }
+    } catch (error) {
+      if (!subscriber.closed && !combined.aborted) subscriber.fail(mapPgError(error));
+    }
+  }
+
+  detach(subscriber: Subscriber): void {
+    this.attached.delete(subscriber);
+  }
+
+  /** Ends every stream with `error` (server shutdown). */
+  failAll(error: SluiceError): void {
+    for (const subscriber of this.attached) subscriber.fail(error);
+  }
+
+  close(): void {
+    this.stop.abort();
+    this.unsubscribe();
+  }
+
+  private async onBatch(batch: Parameters<Parameters<ChangeFeed['onBatch']>[0]>[0]): Promise<void> {
+    this.processing = true;
+    try {
+      await dispatchBatch(this.db, [...this.attached], batch, this.stop.signal);
+    } catch (error) {
+      // A failed visibility check must not skip changes silently: end the streams, clients resume.
+      this.logger.error({ err: error }, 'dispatching a batch failed; ending the streams');
+      for (const subscriber of this.attached) {
+        subscriber.fail(
+          new SluiceError('UNAVAILABLE', 'Delivering changes failed; reconnect from the last position', {
+            reason: 'SLUICE_DISPATCH_FAILED',
+            metadata: { position: subscriber.lastSent },
+          }),
+        );
+      }
+      this.attached.clear();
+    } finally {
+      this.processing = false;
+    }
+  }
+}

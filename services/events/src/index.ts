@@ -1,0 +1,3 @@
+export { type EventsConfig, loadEventsConfig } from './config';
+export { createEventsService, type EventsServiceDeps } from './events-service';
+export { type EventsServer, startEventsServer } from './server';

@@ -1,0 +1,112 @@
+import { createAuthenticator } from '@sluice/auth';
+import { ChangeFeed, capturedTables, PositionCodec, purgeChanges } from '@sluice/changes';
+import { CatalogWatcher, createPool, Database } from '@sluice/db';
+import { authMiddleware, createGrpcServer } from '@sluice/grpc';
+import { createLogger } from '@sluice/observability';
+import { events } from '@sluice/proto';
+import type { Logger } from 'pino';
+import type { EventsConfig } from './config';
+import { createEventsService } from './events-service';
+import { SubscriptionHub } from './hub';
+
+export interface EventsServer {
+  readonly port: number;
+  readonly logger: Logger;
+  /** Subscribers currently following the shared feed. */
+  readonly subscribers: () => number;
+  /** Ends every stream with UNAVAILABLE (clients resume from their position), then stops. */
+  close(): Promise<void>;
+}
+
+const SERVICE_NAME = events.EventsServiceDefinition.fullName;
+
+/**
+ * Composes the events service: a pool, the schema catalog (live reload), one shared change feed
+ * (LISTEN wake-ups + polling), the subscription hub, retention, and the gRPC server.
+ */
+export async function startEventsServer(
+  config: EventsConfig,
+  options: { logger?: Logger } = {},
+): Promise<EventsServer> {
+  const logger =
+    options.logger ?? createLogger({ service: 'events', level: config.logLevel, env: config.env });
+  const { preparedStatements, ...poolConfig } = config.pool;
+  const pool = createPool({
+    connectionString: config.databaseUrl,
+    applicationName: 'sluice-events',
+    ...poolConfig,
+  });
+  const db = new Database(pool, {
+    statementTimeoutMs: 30_000,
+    preparedStatementsPerConnection: preparedStatements,
+  });
+  let captured = await capturedTables(pool);
+  const catalog = await CatalogWatcher.start({
+    connectionString: config.databaseUrl,
+    schemas: config.schemas,
+    roles: config.auth.allowedRoles,
+    logger,
+    onReload: () => {
+      db.invalidateStatements();
+      capturedTables(pool)
+        .then((tables) => {
+          captured = tables;
+        })
+        .catch((err: unknown) => logger.error({ err }, 'reading captured tables failed'));
+    },
+  });
+  const feed = await ChangeFeed.start({
+    pool,
+    listenConnectionString: config.databaseUrl,
+    batchSize: config.feed.batchSize,
+    pollIntervalMs: config.feed.pollIntervalMs,
+    logger,
+  });
+  const hub = new SubscriptionHub(feed, db, config.feed.batchSize, logger);
+  const authenticator = createAuthenticator(config.auth);
+  const server = createGrpcServer({
+    logger,
+    maxReceiveMessageBytes: config.maxMessageBytes,
+    maxSendMessageBytes: config.maxMessageBytes,
+    reflectionServices: [SERVICE_NAME],
+  });
+  server.services.with(authMiddleware((header, o) => authenticator.authenticate(header, o))).add(
+    events.EventsServiceDefinition,
+    createEventsService({
+      db,
+      catalog: () => catalog.current,
+      captured: () => captured,
+      feed,
+      hub,
+      codec: new PositionCodec(config.positionSecret),
+      stream: config.stream,
+      draining: server.draining,
+    }),
+  );
+  const port = await server.listen(config.grpcAddress);
+  server.health.setStatus('healthy', SERVICE_NAME);
+  logger.info({ address: config.grpcAddress, port }, 'events service listening');
+
+  const retention = setInterval(() => {
+    purgeChanges(pool, config.retention.maxAgeMs)
+      .then((deleted) => deleted > 0 && logger.info({ deleted }, 'change log retention'))
+      .catch((err: unknown) => logger.error({ err }, 'change log retention failed'));
+  }, config.retention.intervalMs);
+  retention.unref();
+
+  return {
+    port,
+    logger,
+    subscribers: () => hub.size,
+    async close() {
+      clearInterval(retention);
+      await server.shutdown(config.shutdownGraceMs);
+      hub.close();
+      await feed.close();
+      authenticator.close();
+      await catalog.close();
+      await db.close();
+      logger.info('events service stopped');
+    },
+  };
+}

@@ -1,0 +1,181 @@
+import {
+  type Change,
+  comparePositions,
+  type Position,
+  type PositionCodec,
+  type Snapshot,
+} from '@sluice/changes';
+import { type Identity, SluiceError } from '@sluice/core';
+import {
+  type CatalogColumn,
+  type CatalogTable,
+  decodeValue,
+  parseTimestamp,
+  type TypeRegistry,
+} from '@sluice/db';
+import { events, type Filter } from '@sluice/proto';
+import { EventQueue } from './event-queue';
+import type { RowValues } from './filter-matcher';
+
+export type ChangeOp = Change['op'];
+
+/** One table of a subscription, resolved against the catalog when the stream opened. */
+export interface TableSubscription {
+  readonly table: CatalogTable;
+  readonly operations: ReadonlySet<ChangeOp>;
+  /** The filter, on the new row (the old row for DELETE), in the table's column order. */
+  readonly matches: (row: RowValues) => boolean;
+  /** Columns sent to the client. */
+  readonly projection: readonly CatalogColumn[];
+  /** The request's filter, compiled to SQL for the snapshot. */
+  readonly filter: Filter | undefined;
+}
+
+const OPERATION: Readonly<Record<ChangeOp, events.Operation>> = {
+  INSERT: events.Operation.OPERATION_INSERT,
+  UPDATE: events.Operation.OPERATION_UPDATE,
+  DELETE: events.Operation.OPERATION_DELETE,
+};
+
+/**
+ * One open Subscribe stream: what it asked for, who it runs as, how far it has got, and its
+ * bounded queue of messages waiting for the client. Changes reach it in position order, from
+ * its own catch-up reads first and then from the shared feed; anything at or before its
+ * position is ignored, so the hand-over between the two can neither skip nor repeat.
+ */
+export class Subscriber {
+  readonly queue: EventQueue<events.SubscribeResponse>;
+  /** Everything at or before this position has been queued (or did not match). */
+  position: Position;
+  /** Position of the last message the client was sent (the resume point after an error). */
+  lastSent: string;
+  closed = false;
+
+  constructor(
+    readonly identity: Identity,
+    readonly tables: ReadonlyMap<string, TableSubscription>,
+    start: Position,
+    private readonly codec: PositionCodec,
+    private readonly types: () => TypeRegistry,
+    limits: { readonly bufferEvents: number; readonly bufferBytes: number },
+  ) {
+    this.position = start;
+    this.lastSent = codec.encode(start);
+    this.queue = new EventQueue(limits.bufferEvents, limits.bufferBytes);
+  }
+
+  get bypassesRls(): boolean {
+    return this.identity.role === 'service_role';
+  }
+
+  /** The table subscription a change is for, if this stream wants it (table, operation, position, snapshot, filter). */
+  wants(change: Change): TableSubscription | undefined {
+    if (this.closed || comparePositions(change.position, this.position) <= 0) return undefined;
+    const snapshot = this.position.snapshot;
+    if (snapshot && isVisibleInSnapshot(snapshot, change.position.xid)) return undefined;
+    const sub = this.tables.get(`${change.schema}.${change.table}`);
+    if (!sub?.operations.has(change.op)) return undefined;
+    return sub?.matches(rowInTableOrder(change, sub.table)) ? sub : undefined;
+  }
+
+  /** Queues a change event; on overflow the stream ends with RESOURCE_EXHAUSTED. */
+  deliver(change: Change, sub: TableSubscription): void {
+    const position = this.advance(change.position);
+    const event = this.toEvent(change, sub, position);
+    const bytes = 256 + change.record.reduce((n, v) => n + (v?.length ?? 0), 0);
+    if (!this.queue.push({ message: { $case: 'change', value: event } }, bytes)) this.overflow();
+  }
+
+  /** Moves the position forward (after a batch in which nothing more matched, or a heartbeat). */
+  advance(to: Position): string {
+    if (comparePositions(to, this.position) > 0) {
+      const snapshot = this.position.snapshot;
+      // A position keeps the snapshot it continues until the changes pass the snapshot's xmax.
+      this.position = snapshot && to.xid < snapshot.xmax ? { ...to, snapshot } : { xid: to.xid, id: to.id };
+    }
+    return this.codec.encode(this.position);
+  }
+
+  /** Queues a heartbeat when nothing else is waiting (events carry positions themselves). */
+  heartbeat(): void {
+    if (this.closed || this.queue.length > 0) return;
+    const heartbeat: events.Heartbeat = {
+      position: this.codec.encode(this.position),
+      serverTime: { seconds: BigInt(Math.floor(Date.now() / 1000)), nanos: (Date.now() % 1000) * 1e6 },
+    };
+    this.queue.push({ message: { $case: 'heartbeat', value: heartbeat } }, 64);
+  }
+
+  /** Ends the stream with `error` after the messages already queued (or at once with `drop`). */
+  fail(error: SluiceError, drop = false): void {
+    this.closed = true;
+    this.queue.fail(error, { drop });
+  }
+
+  private overflow(): void {
+    this.fail(
+      new SluiceError(
+        'RESOURCE_EXHAUSTED',
+        'The client read too slowly and the stream buffer filled; reconnect from the last position',
+        {
+          reason: 'SLUICE_SLOW_CONSUMER',
+          metadata: { position: this.lastSent },
+        },
+      ),
+      true,
+    );
+  }
+
+  private toEvent(change: Change, sub: TableSubscription, position: string): events.ChangeEvent {
+    const types = this.types();
+    const keysOnly = change.op === 'DELETE' && !this.bypassesRls;
+    const columns = keysOnly
+      ? sub.table.primaryKey.map((name) => sub.table.columnsByName.get(name) as CatalogColumn)
+      : sub.projection;
+    const index = fieldIndex(change);
+    const row = (values: readonly (string | null)[] | null) =>
+      values
+        ? {
+            values: columns.map((c) => {
+              const i = index.get(c.name);
+              return decodeValue(i === undefined ? null : (values[i] ?? null), c.typeOid, types);
+            }),
+          }
+        : undefined;
+    const sent = new Set(columns.map((c) => c.name));
+    const commitTime = parseTimestamp(change.committedAt);
+    return {
+      position,
+      operation: OPERATION[change.op],
+      schema: change.schema,
+      table: change.table,
+      columns: columns.map((c) => ({ name: c.name, type: types.name(c.typeOid) })),
+      record: row(change.record),
+      oldRecord: this.bypassesRls ? row(change.oldRecord) : undefined,
+      changedColumns: change.changedColumns.filter((c) => sent.has(c)),
+      commitTime,
+      traceId: change.traceId ?? '',
+    };
+  }
+}
+
+const fieldIndexes = new WeakMap<Change['fields'], Map<string, number>>();
+
+function fieldIndex(change: Change): Map<string, number> {
+  let index = fieldIndexes.get(change.fields);
+  if (!index) {
+    index = new Map(change.fields.map((f, i) => [f.name, i]));
+    fieldIndexes.set(change.fields, index);
+  }
+  return index;
+}
+
+/** The change's row (new row, or old row for DELETE) in the catalog table's column order. */
+export function rowInTableOrder(change: Change, table: CatalogTable): RowValues {
+  const index = fieldIndex(change);
+  const values = change.op === 'DELETE' ? (change.oldRecord ?? change.record) : change.record;
+  return table.columns.map((c) => {
+    const i = index.get(c.name);
+    return i === undefined ? null : (values[i] ?? null);
+  });
+}
