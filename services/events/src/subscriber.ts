@@ -1,9 +1,9 @@
 import {
   type Change,
   comparePositions,
+  isVisibleInSnapshot,
   type Position,
   type PositionCodec,
-  type Snapshot,
 } from '@sluice/changes';
 import { type Identity, SluiceError } from '@sluice/core';
 import {
