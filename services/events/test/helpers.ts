@@ -1,0 +1,90 @@
+import { signToken } from '@sluice/auth';
+import { type DataServer, loadDataConfig, startDataServer } from '@sluice/data-service';
+import { data, events } from '@sluice/proto';
+import { createTestDatabase, type TestDatabase } from '@sluice/testing';
+import { type Channel, type Client, createChannel, createClientFactory, Metadata } from 'nice-grpc';
+import { errorDetailsClientMiddleware } from 'nice-grpc-error-details';
+import { loadEventsConfig } from '../src/config';
+import { type EventsServer, startEventsServer } from '../src/server';
+
+export const TEST_JWT_SECRET = 'test-secret-that-is-long-enough-for-hs256!';
+export const USERS = {
+  alice: 'aaaaaaaa-aaaa-aaaa-aaaa-aaaaaaaaaaaa', // admin of Acme
+  bob: 'bbbbbbbb-bbbb-bbbb-bbbb-bbbbbbbbbbbb', // admin of Globex
+  carol: 'cccccccc-cccc-cccc-cccc-cccccccccccc', // viewer in Acme
+  dave: 'dddddddd-dddd-dddd-dddd-dddddddddddd', // editor in Acme
+} as const;
+export const ACME = '11111111-1111-1111-1111-111111111111';
+export const GLOBEX = '22222222-2222-2222-2222-222222222222';
+
+export type EventsClient = Client<typeof events.EventsServiceDefinition>;
+export type DataClient = Client<typeof data.DataServiceDefinition>;
+
+export interface EventsStack {
+  readonly db: TestDatabase;
+  readonly events: EventsServer;
+  readonly data: DataServer;
+  /** Restarts the events service on the same database (a new port). */
+  restartEvents(): Promise<void>;
+  eventsClient(token?: string): EventsClient;
+  dataClient(token?: string): DataClient;
+  token(user: keyof typeof USERS | 'service'): Promise<string>;
+  close(): Promise<void>;
+}
+
+/**
+ * The events service and the data service (to write through) on one test database, real
+ * servers on port 0. `env` overrides the events service's settings.
+ */
+export async function startEventsStack(env: Record<string, string> = {}): Promise<EventsStack> {
+  const db = await createTestDatabase();
+  const common = {
+    DATABASE_URL: db.appUrl,
+    JWT_SECRET: TEST_JWT_SECRET,
+    LOG_LEVEL: process.env.TEST_LOG_LEVEL ?? 'silent',
+    SHUTDOWN_GRACE_MS: '1000',
+  };
+  const eventsConfig = () =>
+    loadEventsConfig({
+      ...common,
+      EVENTS_GRPC_ADDRESS: '127.0.0.1:0',
+      EVENTS_POLL_INTERVAL_MS: '200',
+      ...env,
+    });
+  const dataServer = await startDataServer(loadDataConfig({ ...common, DATA_GRPC_ADDRESS: '127.0.0.1:0' }));
+  let eventsServer = await startEventsServer(eventsConfig());
+  const channels: Channel[] = [];
+  const factory = createClientFactory().use(errorDetailsClientMiddleware);
+  const metadata = (token?: string) => Metadata(token ? { authorization: `Bearer ${token}` } : {});
+  const stack: EventsStack = {
+    db,
+    data: dataServer,
+    get events() {
+      return eventsServer;
+    },
+    async restartEvents() {
+      await eventsServer.close();
+      eventsServer = await startEventsServer(eventsConfig());
+    },
+    eventsClient(token) {
+      const channel = createChannel(`127.0.0.1:${eventsServer.port}`);
+      channels.push(channel);
+      return factory.create(events.EventsServiceDefinition, channel, { '*': { metadata: metadata(token) } });
+    },
+    dataClient(token) {
+      const channel = createChannel(`127.0.0.1:${dataServer.port}`);
+      channels.push(channel);
+      return factory.create(data.DataServiceDefinition, channel, { '*': { metadata: metadata(token) } });
+    },
+    token(user) {
+      if (user === 'service') return signToken(TEST_JWT_SECRET, { role: 'service_role' }, { expiresIn: 600 });
+      return signToken(TEST_JWT_SECRET, { sub: USERS[user], role: 'authenticated' }, { expiresIn: 600 });
+    },
+    async close() {
+      for (const c of channels) c.close();
+      await Promise.all([eventsServer.close(), dataServer.close()]);
+      await db.drop();
+    },
+  };
+  return stack;
+}
