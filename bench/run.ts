@@ -2,6 +2,7 @@
 // table, then prints exactly one line of JSON merging every part's figures, always last, so runs
 // can be compared by machine. Benchmarks never fail a build: missed targets only print MISSED.
 import { runDataBench } from './data';
+import { runEventsBench } from './events';
 
 type Part = () => Promise<Record<string, number>>;
 
@@ -25,6 +26,27 @@ const PARTS: Record<string, Part> = {
       serverEnv: {
         ...(env.DB_POOL_MAX ? { DB_POOL_MAX: env.DB_POOL_MAX } : {}),
         ...(env.BENCH_LOG_LEVEL ? { LOG_LEVEL: env.BENCH_LOG_LEVEL } : {}),
+      },
+    }),
+  events: () =>
+    runEventsBench({
+      adminUrl: env.SLUICE_BENCH_DATABASE_URL || env.DATABASE_URL || undefined,
+      latencySeconds: seconds('BENCH_LATENCY_SECONDS', 10),
+      fanoutSeconds: seconds('BENCH_FANOUT_SECONDS', 60),
+      fanoutRate: seconds('BENCH_FANOUT_RATE', 250),
+      latencyRate: seconds('BENCH_LATENCY_RATE', 200),
+      // 0 skips the stretch step.
+      stretchSeconds: env.BENCH_STRETCH_SECONDS === '0' ? 0 : seconds('BENCH_STRETCH_SECONDS', 15),
+      stretchRate: seconds('BENCH_STRETCH_RATE', 500),
+      drainSeconds: seconds('BENCH_DRAIN_SECONDS', 5),
+      captureSeconds: seconds('BENCH_CAPTURE_SECONDS', 5),
+      serverNodeFlags: (env.BENCH_EVENTS_NODE_FLAGS ?? '').split(/\s+/).filter(Boolean),
+      only: (env.BENCH_EVENTS_STEPS ?? '').split(',').filter(Boolean),
+      serverEnv: {
+        ...(env.DB_POOL_MAX ? { DB_POOL_MAX: env.DB_POOL_MAX } : {}),
+        ...(env.BENCH_LOG_LEVEL ? { LOG_LEVEL: env.BENCH_LOG_LEVEL } : {}),
+        ...(env.EVENTS_POLL_INTERVAL_MS ? { EVENTS_POLL_INTERVAL_MS: env.EVENTS_POLL_INTERVAL_MS } : {}),
+        ...(env.EVENTS_BATCH_SIZE ? { EVENTS_BATCH_SIZE: env.EVENTS_BATCH_SIZE } : {}),
       },
     }),
 };
