@@ -3,6 +3,13 @@ import type { Database } from '@sluice/db';
 import type { Subscriber, TableSubscription } from './subscriber';
 import { checkVisibility, keyOf, type VisibilityCheck } from './visibility';
 
+interface Wanted {
+  readonly change: Change;
+  readonly sub: TableSubscription;
+  /** The visibility check this delivery waits for (none for DELETE or service_role). */
+  readonly check: VisibilityCheck | undefined;
+}
+
 /**
  * Delivers one batch of changes to a set of subscribers: the in-memory filter first (a
  * subscriber whose filter cannot match a change is never checked for it), then one batched
@@ -16,42 +23,43 @@ export async function dispatchBatch(
   batch: ChangeBatch,
   signal: AbortSignal,
 ): Promise<void> {
-  const wanted = new Map<Subscriber, { change: Change; sub: TableSubscription }[]>();
-  const checks = new Map<string, VisibilityCheck>();
-  for (const change of batch.changes) {
-    for (const subscriber of subscribers) {
+  const wanted = new Map<Subscriber, Wanted[]>();
+  const checks: VisibilityCheck[] = [];
+  for (const subscriber of subscribers) {
+    let list: Wanted[] | undefined;
+    let byTable: Map<TableSubscription, VisibilityCheck> | undefined;
+    for (const change of batch.changes) {
       const sub = subscriber.wants(change);
       if (!sub) continue;
-      const list = wanted.get(subscriber);
-      if (list) list.push({ change, sub });
-      else wanted.set(subscriber, [{ change, sub }]);
-      if (change.op === 'DELETE' || subscriber.bypassesRls) continue;
-      const key = `${subscriberId(subscriber)}|${change.schema}.${change.table}`;
-      const check = checks.get(key);
-      if (check) (check.changes as Change[]).push(change);
-      else checks.set(key, { identity: subscriber.identity, table: sub.table, changes: [change] });
-    }
-  }
-  if (checks.size > 0) await checkVisibility(db, [...checks.values()], signal);
-  for (const [subscriber, list] of wanted) {
-    for (const { change, sub } of list) {
-      if (subscriber.closed) break;
+      let check: VisibilityCheck | undefined;
       if (change.op !== 'DELETE' && !subscriber.bypassesRls) {
-        const check = checks.get(`${subscriberId(subscriber)}|${change.schema}.${change.table}`);
-        if (!check?.visible?.has(keyOf(sub.table, change.pk))) continue;
+        byTable ??= new Map();
+        check = byTable.get(sub);
+        if (check) (check.changes as Change[]).push(change);
+        else {
+          check = { identity: subscriber.identity, table: sub.table, changes: [change] };
+          byTable.set(sub, check);
+          checks.push(check);
+        }
       }
+      list ??= [];
+      list.push({ change, sub, check });
+    }
+    if (list) wanted.set(subscriber, list);
+  }
+  if (checks.length > 0) await checkVisibility(db, checks, signal, visibilityParallelism(db));
+  for (const [subscriber, list] of wanted) {
+    for (const { change, sub, check } of list) {
+      if (subscriber.closed) break;
+      if (check && !check.visible?.has(keyOf(sub.table, change.pk))) continue;
       subscriber.deliver(change, sub);
     }
   }
   for (const subscriber of subscribers) if (!subscriber.closed) subscriber.advance(batch.until);
 }
 
-const ids = new WeakMap<Subscriber, number>();
-let nextId = 0;
-function subscriberId(subscriber: Subscriber): number {
-  const known = ids.get(subscriber);
-  if (known !== undefined) return known;
-  const id = nextId++;
-  ids.set(subscriber, id);
-  return id;
+/** Half the pool: visibility checks may use that many connections at once. */
+function visibilityParallelism(db: Database): number {
+  const max = (db.pool as unknown as { options: { max?: number } }).options.max ?? 10;
+  return Math.max(1, Math.floor(max / 2));
 }

@@ -20,6 +20,16 @@ export class EventQueue<T> {
     return this.items.length;
   }
 
+  /** Items that can still be pushed (ignoring the byte bound). */
+  get room(): number {
+    return Math.max(0, this.maxItems - this.items.length);
+  }
+
+  /** True when more than half of either bound is in use. */
+  get overHalf(): boolean {
+    return this.items.length * 2 > this.maxItems || this.bytes * 2 > this.maxBytes;
+  }
+
   /** Adds an item; false when that would exceed the bounds (nothing is added). */
   push(item: T, bytes: number): boolean {
     if (this.failure) return false;

@@ -5,6 +5,9 @@ import type { Logger } from 'pino';
 import { dispatchBatch } from './dispatch';
 import type { Subscriber } from './subscriber';
 
+// Longest the feed waits for streams to drain after a batch (see letReadersDrain).
+const DRAIN_WAIT_MS = 100;
+
 /**
  * Fans the shared change feed out to every attached subscriber (one log read per batch for all
  * of them). A new subscriber first catches up on its own from its start position, reading the
@@ -41,7 +44,14 @@ export class SubscriptionHub {
           this.attached.add(subscriber);
           return;
         }
-        const batch = await readChanges(this.db.pool, subscriber.position, this.batchSize, {
+        // Catching up is paced by the reader: never read more than its buffer can take, so a
+        // client resuming far behind is not ended for a backlog it is reading as fast as it can.
+        if (subscriber.queue.overHalf) {
+          await sleep(5, { signal: combined });
+          continue;
+        }
+        const limit = Math.max(1, Math.min(this.batchSize, subscriber.queue.room));
+        const batch = await readChanges(this.db.pool, subscriber.position, limit, {
           signal: combined,
         });
         await dispatchBatch(this.db, [subscriber], batch, combined);
@@ -67,10 +77,26 @@ export class SubscriptionHub {
     this.unsubscribe();
   }
 
+  /**
+   * Gives streams that are over half full a short, bounded time to drain before the feed reads
+   * the next batch: a burst larger than a stream's buffer then reaches a client that keeps up,
+   * while one that has stopped reading holds the feed back at most DRAIN_WAIT_MS and is ended by
+   * the next batch that does not fit.
+   */
+  private async letReadersDrain(): Promise<void> {
+    const deadline = Date.now() + DRAIN_WAIT_MS;
+    const busy = () => [...this.attached].some((s) => !s.closed && s.queue.overHalf);
+    while (busy() && Date.now() < deadline && !this.stop.signal.aborted) {
+      await sleep(2, { signal: this.stop.signal }).catch(() => {});
+    }
+  }
+
   private async onBatch(batch: Parameters<Parameters<ChangeFeed['onBatch']>[0]>[0]): Promise<void> {
     this.processing = true;
     try {
       await dispatchBatch(this.db, [...this.attached], batch, this.stop.signal);
+      for (const subscriber of this.attached) if (subscriber.closed) this.attached.delete(subscriber);
+      await this.letReadersDrain();
     } catch (error) {
       // A failed visibility check must not skip changes silently: end the streams, clients resume.
       this.logger.error({ err: error }, 'dispatching a batch failed; ending the streams');
@@ -80,6 +106,7 @@ export class SubscriptionHub {
             reason: 'SLUICE_DISPATCH_FAILED',
             metadata: { position: subscriber.lastSent },
           }),
+          true, // nothing after the position in the error may reach the client
         );
       }
       this.attached.clear();

@@ -55,14 +55,20 @@ export async function startEventsServer(
         .catch((err: unknown) => logger.error({ err }, 'reading captured tables failed'));
     },
   });
+  // A batch is pushed to every stream at once: keep it within half a stream's buffer, so a
+  // client that keeps up (drains between batches) is never ended by a single large batch.
+  const feedBatchSize = Math.max(
+    1,
+    Math.min(config.feed.batchSize, Math.floor(config.stream.bufferEvents / 2)),
+  );
   const feed = await ChangeFeed.start({
     pool,
     listenConnectionString: config.databaseUrl,
-    batchSize: config.feed.batchSize,
+    batchSize: feedBatchSize,
     pollIntervalMs: config.feed.pollIntervalMs,
     logger,
   });
-  const hub = new SubscriptionHub(feed, db, config.feed.batchSize, logger);
+  const hub = new SubscriptionHub(feed, db, feedBatchSize, logger);
   const authenticator = createAuthenticator(config.auth);
   const server = createGrpcServer({
     logger,

@@ -75,7 +75,9 @@ export class Subscriber {
     if (snapshot && isVisibleInSnapshot(snapshot, change.position.xid)) return undefined;
     const sub = this.tables.get(`${change.schema}.${change.table}`);
     if (!sub?.operations.has(change.op)) return undefined;
-    return sub?.matches(rowInTableOrder(change, sub.table)) ? sub : undefined;
+    if (!sub) return undefined;
+    if (sub.filter === undefined) return sub;
+    return sub.matches(rowInTableOrder(change, sub.table)) ? sub : undefined;
   }
 
   /** Queues a change event; on overflow the stream ends with RESOURCE_EXHAUSTED. */
@@ -91,9 +93,12 @@ export class Subscriber {
     if (comparePositions(to, this.position) > 0) {
       const snapshot = this.position.snapshot;
       // A position keeps the snapshot it continues until the changes pass the snapshot's xmax.
-      this.position = snapshot && to.xid < snapshot.xmax ? { ...to, snapshot } : { xid: to.xid, id: to.id };
+      if (snapshot && to.xid < snapshot.xmax) this.position = { ...to, snapshot };
+      else this.position = to.snapshot ? { xid: to.xid, id: to.id } : to; // shared: see encodedPosition
     }
-    return this.codec.encode(this.position);
+    return this.position.snapshot
+      ? this.codec.encode(this.position)
+      : encodedPosition(this.codec, this.position);
   }
 
   /** Queues a heartbeat when nothing else is waiting (events carry positions themselves). */
@@ -159,6 +164,22 @@ export class Subscriber {
   }
 }
 
+// Every subscriber receiving a change sends the same position: sign it once.
+const encodedPositions = new WeakMap<PositionCodec, WeakMap<Position, string>>();
+function encodedPosition(codec: PositionCodec, position: Position): string {
+  let byPosition = encodedPositions.get(codec);
+  if (!byPosition) {
+    byPosition = new WeakMap();
+    encodedPositions.set(codec, byPosition);
+  }
+  let encoded = byPosition.get(position);
+  if (encoded === undefined) {
+    encoded = codec.encode(position);
+    byPosition.set(position, encoded);
+  }
+  return encoded;
+}
+
 const fieldIndexes = new WeakMap<Change['fields'], Map<string, number>>();
 
 function fieldIndex(change: Change): Map<string, number> {
@@ -170,8 +191,21 @@ function fieldIndex(change: Change): Map<string, number> {
   return index;
 }
 
-/** The change's row (new row, or old row for DELETE) in the catalog table's column order. */
+const tableOrderRows = new WeakMap<Change, { table: CatalogTable; row: RowValues }>();
+
+/**
+ * The change's row (new row, or old row for DELETE) in the catalog table's column order.
+ * Computed once per change (every subscriber of the table filters the same row).
+ */
 export function rowInTableOrder(change: Change, table: CatalogTable): RowValues {
+  const cached = tableOrderRows.get(change);
+  if (cached?.table === table) return cached.row;
+  const row = buildRowInTableOrder(change, table);
+  tableOrderRows.set(change, { table, row });
+  return row;
+}
+
+function buildRowInTableOrder(change: Change, table: CatalogTable): RowValues {
   const index = fieldIndex(change);
   const values = change.op === 'DELETE' ? (change.oldRecord ?? change.record) : change.record;
   return table.columns.map((c) => {
