@@ -93,8 +93,17 @@ export class SubscriptionHub {
 
   private async onBatch(batch: Parameters<Parameters<ChangeFeed['onBatch']>[0]>[0]): Promise<void> {
     this.processing = true;
+    const started = performance.now();
     try {
       await dispatchBatch(this.db, [...this.attached], batch, this.stop.signal);
+      this.logger.debug(
+        {
+          changes: batch.changes.length,
+          subscribers: this.attached.size,
+          ms: Math.round(performance.now() - started),
+        },
+        'batch dispatched',
+      );
       for (const subscriber of this.attached) if (subscriber.closed) this.attached.delete(subscriber);
       await this.letReadersDrain();
     } catch (error) {
