@@ -1,4 +1,5 @@
 export { createTestDatabase, type TestDatabase } from './database';
+export { ACME, GLOBEX, TEST_JWT_SECRET, USERS } from './demo-data';
 export { freePort } from './global-setup';
 export { REFERENCE_MIGRATIONS_DIR, SEED_FILE } from './template';
 export { AUTHENTICATOR_PASSWORD, asAuthenticator, withDatabase } from './urls';

@@ -1,21 +1,14 @@
 import { signToken } from '@sluice/auth';
 import { type DataServer, loadDataConfig, startDataServer } from '@sluice/data-service';
 import { data, events } from '@sluice/proto';
-import { createTestDatabase, type TestDatabase } from '@sluice/testing';
+import { ACME, createTestDatabase, GLOBEX, TEST_JWT_SECRET, type TestDatabase, USERS } from '@sluice/testing';
 import { type Channel, type Client, createChannel, createClientFactory, Metadata } from 'nice-grpc';
 import { errorDetailsClientMiddleware } from 'nice-grpc-error-details';
 import { loadEventsConfig } from '../src/config';
 import { type EventsServer, startEventsServer } from '../src/server';
 
-export const TEST_JWT_SECRET = 'test-secret-that-is-long-enough-for-hs256!';
-export const USERS = {
-  alice: 'aaaaaaaa-aaaa-aaaa-aaaa-aaaaaaaaaaaa', // admin of Acme
-  bob: 'bbbbbbbb-bbbb-bbbb-bbbb-bbbbbbbbbbbb', // admin of Globex
-  carol: 'cccccccc-cccc-cccc-cccc-cccccccccccc', // viewer in Acme
-  dave: 'dddddddd-dddd-dddd-dddd-dddddddddddd', // editor in Acme
-} as const;
-export const ACME = '11111111-1111-1111-1111-111111111111';
-export const GLOBEX = '22222222-2222-2222-2222-222222222222';
+// The demo data, re-exported so the test files import one module.
+export { ACME, GLOBEX, TEST_JWT_SECRET, USERS };
 
 export type EventsClient = Client<typeof events.EventsServiceDefinition>;
 export type DataClient = Client<typeof data.DataServiceDefinition>;
