@@ -2,7 +2,7 @@ import { type ChangeFeed, comparePositions, readChanges } from '@sluice/changes'
 import { SluiceError, sleep } from '@sluice/core';
 import { type Database, mapPgError } from '@sluice/db';
 import type { Logger } from 'pino';
-import { dispatchBatch } from './dispatch';
+import { dispatchBatch, timings } from './dispatch';
 import type { Subscriber } from './subscriber';
 
 // Longest the feed waits for streams to drain after a batch (see letReadersDrain).
@@ -101,6 +101,9 @@ export class SubscriptionHub {
           changes: batch.changes.length,
           subscribers: this.attached.size,
           ms: Math.round(performance.now() - started),
+          match_ms: Math.round(timings.match),
+          check_ms: Math.round(timings.check),
+          deliver_ms: Math.round(timings.deliver),
         },
         'batch dispatched',
       );
