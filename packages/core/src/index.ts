@@ -9,3 +9,4 @@ export {
   SluiceError,
   type SluiceErrorOptions,
 } from './errors';
+export { readServiceSettings, type ServiceSettings } from './service-settings';

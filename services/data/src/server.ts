@@ -49,8 +49,8 @@ export async function startDataServer(config: DataConfig, options: StartOptions 
   const authenticator = createAuthenticator(config.auth);
   const server = createGrpcServer({
     logger,
-    maxReceiveMessageBytes: config.limits.maxMessageBytes,
-    maxSendMessageBytes: config.limits.maxMessageBytes,
+    maxReceiveMessageBytes: config.maxMessageBytes,
+    maxSendMessageBytes: config.maxMessageBytes,
     reflectionServices: [SERVICE_NAME],
   });
   server.services

@@ -1,16 +1,12 @@
 import { createHash } from 'node:crypto';
 import { type AuthSettings, readAuthSettings } from '@sluice/auth';
-import { deepFreeze, type Env, EnvReader } from '@sluice/core';
+import { deepFreeze, type Env, EnvReader, readServiceSettings, type ServiceSettings } from '@sluice/core';
 import { type PoolSettings, readPoolSettings } from '@sluice/db';
 
 /** Everything the events service reads from its environment, validated and frozen at startup. */
-export interface EventsConfig {
-  readonly env: string;
-  readonly logLevel: string;
+export interface EventsConfig extends ServiceSettings {
   readonly grpcAddress: string;
-  readonly databaseUrl: string;
   readonly pool: PoolSettings;
-  readonly schemas: readonly string[];
   readonly auth: AuthSettings;
   /** Key that signs positions, so a forged position is refused. Shared by every instance. */
   readonly positionSecret: string;
@@ -30,8 +26,6 @@ export interface EventsConfig {
     readonly maxAgeMs: number;
     readonly intervalMs: number;
   };
-  readonly maxMessageBytes: number;
-  readonly shutdownGraceMs: number;
 }
 
 /**
@@ -41,8 +35,6 @@ export interface EventsConfig {
  */
 export function loadEventsConfig(env: Env): EventsConfig {
   const r = new EnvReader(env);
-  const databaseUrl = r.url('DATABASE_URL');
-  if (!databaseUrl) r.problem('DATABASE_URL is required (npm start sets it to the embedded PostgreSQL)');
   const auth = readAuthSettings(r);
   let positionSecret = r.string('EVENTS_POSITION_SECRET');
   if (!positionSecret && auth.jwtSecret) {
@@ -51,12 +43,9 @@ export function loadEventsConfig(env: Env): EventsConfig {
   }
   if (!positionSecret) r.problem('EVENTS_POSITION_SECRET is required when JWT_SECRET is not set');
   const config: EventsConfig = {
-    env: r.string('SLUICE_ENV', 'local'),
-    logLevel: r.oneOf('LOG_LEVEL', ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'], 'info'),
+    ...readServiceSettings(r),
     grpcAddress: r.string('EVENTS_GRPC_ADDRESS', '127.0.0.1:50052'),
-    databaseUrl: databaseUrl ?? '',
     pool: readPoolSettings(r),
-    schemas: r.list('DB_SCHEMAS', ['public']),
     auth,
     positionSecret: positionSecret ?? '',
     feed: {
@@ -74,8 +63,6 @@ export function loadEventsConfig(env: Env): EventsConfig {
       maxAgeMs: r.int('EVENTS_RETENTION_HOURS', 168, { min: 1 }) * 3600_000,
       intervalMs: r.int('EVENTS_RETENTION_INTERVAL_MS', 60_000, { min: 100 }),
     },
-    maxMessageBytes: r.int('MAX_MESSAGE_BYTES', 4 * 1024 * 1024, { min: 1024 }),
-    shutdownGraceMs: r.int('SHUTDOWN_GRACE_MS', 10_000),
   };
   r.done();
   return deepFreeze(config);
