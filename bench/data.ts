@@ -1,6 +1,3 @@
-import { type ChildProcess, spawn } from 'node:child_process';
-import { once } from 'node:events';
-import { fileURLToPath } from 'node:url';
 import { signToken } from '@sluice/auth';
 import { type DataServer, loadDataConfig, startDataServer } from '@sluice/data-service';
 import { data, Operator, type Value } from '@sluice/proto';
@@ -8,6 +5,7 @@ import { createChannel, createClient, Metadata } from 'nice-grpc';
 import { HealthDefinition } from 'nice-grpc-server-health';
 import pg from 'pg';
 import { createBenchDatabase, withClient } from './bench-database';
+import { startChildServer } from './child-server';
 import { type LoadResult, type LoadSample, runClosedLoop, summarize } from './load';
 
 export interface DataBenchOptions {
@@ -297,32 +295,6 @@ async function startInProcess(env: Record<string, string>): Promise<RunningServe
   return { port: server.port, poolMax: config.pool.max, close: () => server.close() };
 }
 
-const CHILD_ENTRY = fileURLToPath(new URL('./data-server-process.ts', import.meta.url));
-const TSX_LOADER = import.meta.resolve('tsx');
-
-/** The service in a child process (its own event loop and CPU, as deployed). */
-async function startChild(env: Record<string, string>, nodeFlags: readonly string[]): Promise<RunningServer> {
-  const child: ChildProcess = spawn(process.execPath, ['--import', TSX_LOADER, ...nodeFlags, CHILD_ENTRY], {
-    env: { ...process.env, ...env },
-    stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
-  });
-  const exited = once(child, 'exit');
-  const ready = new Promise<{ port: number; poolMax: number }>((resolve, reject) => {
-    child.on('message', (m: { type?: string; port: number; poolMax: number }) => {
-      if (m.type === 'ready') resolve(m);
-    });
-    void exited.then(([code]) => reject(new Error(`data service child exited early (code ${code})`)));
-  });
-  const { port, poolMax } = await ready;
-  return {
-    port,
-    poolMax,
-    async close() {
-      if (child.exitCode !== null) return;
-      child.send('stop');
-      const timer = setTimeout(() => child.kill('SIGKILL'), 10_000);
-      await exited;
-      clearTimeout(timer);
-    },
-  };
+function startChild(env: Record<string, string>, nodeFlags: readonly string[]): Promise<RunningServer> {
+  return startChildServer('data', env, nodeFlags);
 }

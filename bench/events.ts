@@ -1,14 +1,13 @@
-import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
-import { once } from 'node:events';
+import { execFileSync } from 'node:child_process';
 import { readdirSync, readFileSync } from 'node:fs';
 import { monitorEventLoopDelay } from 'node:perf_hooks';
-import { fileURLToPath } from 'node:url';
 import { signToken } from '@sluice/auth';
 import { sleep } from '@sluice/core';
 import { events } from '@sluice/proto';
 import { type Channel, ChannelCredentials, createChannel, createClient, Metadata } from 'nice-grpc';
 import pg from 'pg';
 import { createBenchDatabase, withClient } from './bench-database';
+import { startChildServer } from './child-server';
 import { type LoadSample, runClosedLoop, summarize } from './load';
 
 export interface EventsBenchOptions {
@@ -738,34 +737,8 @@ interface RunningServer {
   close(): Promise<void>;
 }
 
-const CHILD_ENTRY = fileURLToPath(new URL('./events-server-process.ts', import.meta.url));
-const TSX_LOADER = import.meta.resolve('tsx');
-
-async function startChild(env: Record<string, string>, nodeFlags: readonly string[]): Promise<RunningServer> {
-  const child: ChildProcess = spawn(process.execPath, ['--import', TSX_LOADER, ...nodeFlags, CHILD_ENTRY], {
-    env: { ...process.env, ...env },
-    stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
-  });
-  const exited = once(child, 'exit');
-  const ready = new Promise<{ port: number; poolMax: number }>((resolve, reject) => {
-    child.on('message', (m: { type?: string; port: number; poolMax: number }) => {
-      if (m.type === 'ready') resolve(m);
-    });
-    void exited.then(([code]) => reject(new Error(`events service child exited early (code ${code})`)));
-  });
-  const { port, poolMax } = await ready;
-  return {
-    port,
-    pid: child.pid ?? -1,
-    poolMax,
-    async close() {
-      if (child.exitCode !== null) return;
-      child.send('stop');
-      const timer = setTimeout(() => child.kill('SIGKILL'), 10_000);
-      await exited;
-      clearTimeout(timer);
-    },
-  };
+function startChild(env: Record<string, string>, nodeFlags: readonly string[]): Promise<RunningServer> {
+  return startChildServer('events', env, nodeFlags);
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -1,0 +1,51 @@
+import { type ChildProcess, spawn } from 'node:child_process';
+import { once } from 'node:events';
+import { fileURLToPath } from 'node:url';
+import type { ServerReady } from './server-process';
+
+export interface ChildServer {
+  readonly port: number;
+  readonly pid: number;
+  readonly poolMax: number;
+  /** Asks the service to stop gracefully; kills it after 10 s. */
+  close(): Promise<void>;
+}
+
+const ENTRY = fileURLToPath(new URL('./server-process.ts', import.meta.url));
+const TSX_LOADER = import.meta.resolve('tsx');
+
+/** Starts a Sluice service in a child process (its own event loop and CPU, as deployed). */
+export async function startChildServer(
+  service: 'data' | 'events',
+  env: Record<string, string>,
+  nodeFlags: readonly string[],
+): Promise<ChildServer> {
+  const child: ChildProcess = spawn(
+    process.execPath,
+    ['--import', TSX_LOADER, ...nodeFlags, ENTRY, service],
+    {
+      env: { ...process.env, ...env },
+      stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
+    },
+  );
+  const exited = once(child, 'exit');
+  const ready = new Promise<ServerReady>((resolve, reject) => {
+    child.on('message', (m: ServerReady) => {
+      if (m.type === 'ready') resolve(m);
+    });
+    void exited.then(([code]) => reject(new Error(`${service} service child exited early (code ${code})`)));
+  });
+  const { port, poolMax } = await ready;
+  return {
+    port,
+    pid: child.pid ?? -1,
+    poolMax,
+    async close() {
+      if (child.exitCode !== null) return;
+      child.send('stop');
+      const timer = setTimeout(() => child.kill('SIGKILL'), 10_000);
+      await exited;
+      clearTimeout(timer);
+    },
+  };
+}
