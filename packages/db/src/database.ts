@@ -97,12 +97,7 @@ export class Database {
     let broken: Error | undefined;
     try {
       const pending = corked(client, () => [
-        client.query(beginFor(scope)),
-        client.query({
-          name: SETTINGS_STATEMENT,
-          text: SETTINGS_SQL,
-          values: settingsParams(scope, timeoutMs),
-        }),
+        ...openTransaction(client, scope, timeoutMs),
         ...statements.map((s) => client.query(arrayQuery(s, this.statements.nameFor(client, s.sql)))),
         client.query(COMMIT),
       ]);
@@ -137,14 +132,7 @@ export class Database {
     let broken: Error | undefined;
     try {
       // Sent without waiting: the first statement of `fn` follows in the same round trip.
-      const [begin, settings] = corked(client, () => [
-        client.query(beginFor(scope)),
-        client.query({
-          name: SETTINGS_STATEMENT,
-          text: SETTINGS_SQL,
-          values: settingsParams(scope, timeoutMs),
-        }),
-      ]);
+      const [begin, settings] = corked(client, () => openTransaction(client, scope, timeoutMs));
       const ready = Promise.all([begin, settings]);
       ready.catch(() => {});
       const tx: RequestTransaction = {
@@ -191,12 +179,7 @@ export class Database {
     let done = false;
     try {
       const opening = Promise.all([
-        client.query('begin read only'),
-        client.query({
-          name: SETTINGS_STATEMENT,
-          text: SETTINGS_SQL,
-          values: settingsParams(scope, timeoutMs),
-        }),
+        ...openTransaction(client, { ...scope, readOnly: true }, timeoutMs),
         client.query({
           text: `declare sluice_stream no scroll cursor for ${query.sql}`,
           values: query.parameters as unknown[],
@@ -311,8 +294,25 @@ function corked<T>(client: pg.PoolClient, fn: () => T): T {
   }
 }
 
-function settingsParams(scope: RequestScope, timeoutMs: number): unknown[] {
-  return [scope.identity.role, JSON.stringify(scope.identity.claims), String(timeoutMs), scope.traceId ?? ''];
+/**
+ * BEGIN and the one settings statement (role, claims, statement timeout, trace id) that open
+ * every request transaction; issued without waiting, so what follows shares their round trip.
+ */
+function openTransaction(
+  client: pg.PoolClient,
+  scope: RequestScope,
+  timeoutMs: number,
+): [Promise<pg.QueryResult>, Promise<pg.QueryResult>] {
+  const values = [
+    scope.identity.role,
+    JSON.stringify(scope.identity.claims),
+    String(timeoutMs),
+    scope.traceId ?? '',
+  ];
+  return [
+    client.query(beginFor(scope)),
+    client.query({ name: SETTINGS_STATEMENT, text: SETTINGS_SQL, values }),
+  ];
 }
 
 function arrayQuery(statement: Statement, name?: string): pg.QueryArrayConfig {
