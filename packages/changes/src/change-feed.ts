@@ -1,6 +1,6 @@
 import pg from 'pg';
 import type { Logger } from 'pino';
-import type { Position } from './position';
+import { comparePositions, type Position } from './position';
 import { type ChangeBatch, currentPosition, readChangesDetailed } from './read-changes';
 
 export interface ChangeFeedOptions {
@@ -19,8 +19,8 @@ type Listener = (batch: ChangeBatch) => Promise<void> | void;
 const CHANNEL = 'sluice_changes';
 const RECONNECT_MIN_MS = 100;
 const RECONNECT_MAX_MS = 10_000;
-// When committed changes wait behind an older running transaction (which may never notify),
-// read again soon rather than at the next poll.
+// When another instance was appending a window (its changes are about to be readable), read
+// again soon rather than at the next poll.
 const WAITING_MIN_MS = 10;
 
 /**
@@ -147,7 +147,7 @@ export class ChangeFeed {
         for (;;) {
           const result = await readChangesDetailed(pool, this.#head, batchSize, { logger });
           const { batch } = result;
-          const advanced = batch.until.xid !== this.#head.xid || batch.until.id !== this.#head.id;
+          const advanced = comparePositions(batch.until, this.#head) !== 0;
           this.#head = batch.until;
           if (batch.changes.length > 0 || advanced) await this.#deliver(batch);
           if (!result.full || this.#closed) {

@@ -2,11 +2,13 @@ export { ChangeFeed, type ChangeFeedOptions } from './change-feed';
 export {
   comparePositions,
   formatSnapshot,
+  isCovered,
   isVisibleInSnapshot,
   ORIGIN,
   type Position,
   parseSnapshot,
   type Snapshot,
+  type SnapshotCover,
 } from './position';
 export { PositionCodec } from './position-codec';
 export { type PurgeChangesOptions, purgeChanges } from './purge-changes';
@@ -18,6 +20,8 @@ export {
   type ChangeTableRows,
   capturedTables,
   currentPosition,
+  latestPosition,
   type ReadChangesOptions,
   readChanges,
+  snapshotPosition,
 } from './read-changes';

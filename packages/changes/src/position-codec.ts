@@ -2,8 +2,9 @@ import { createHmac, timingSafeEqual } from 'node:crypto';
 import { invalidArgument, type SluiceError } from '@sluice/core';
 import type { Position } from './position';
 
-const VERSION = 1;
-const FLAG_SNAPSHOT = 1;
+// Version 2: (window, id) positions; version 1 tokens ((xid, id)) are refused as unknown.
+const VERSION = 2;
+const FLAG_COVER = 1;
 // 128 bits of HMAC-SHA256: forging one still takes 2^128 tries, and tokens stay short.
 const MAC_BYTES = 16;
 const MAX_U64 = (1n << 64n) - 1n;
@@ -13,8 +14,8 @@ const MAX_U64 = (1n << 64n) - 1n;
  * fabricate a position (e.g. one past changes it should see); any instance sharing the secret
  * accepts them, across restarts.
  *
- * Layout (before the MAC): version u8, flags u8, xid u64, id u64, and with a snapshot:
- * xmin u64, xmax u64, xip count u32, xip u64 × count. Base64url without padding.
+ * Layout (before the MAC): version u8, flags u8, window u64, id u64, and with a snapshot cover:
+ * through-window u64, xmin u64, xmax u64, xip count u32, xip u64 × count. Base64url without padding.
  */
 export class PositionCodec {
   readonly #secret: string;
@@ -25,19 +26,20 @@ export class PositionCodec {
   }
 
   encode(position: Position): string {
-    const snapshot = position.snapshot;
-    const size = 18 + (snapshot ? 20 + 8 * snapshot.xip.length : 0);
+    const cover = position.cover;
+    const size = 18 + (cover ? 28 + 8 * cover.snapshot.xip.length : 0);
     const payload = Buffer.alloc(size);
     payload.writeUInt8(VERSION, 0);
-    payload.writeUInt8(snapshot ? FLAG_SNAPSHOT : 0, 1);
-    payload.writeBigUInt64BE(position.xid, 2);
+    payload.writeUInt8(cover ? FLAG_COVER : 0, 1);
+    payload.writeBigUInt64BE(position.window, 2);
     payload.writeBigUInt64BE(position.id, 10);
-    if (snapshot) {
-      payload.writeBigUInt64BE(snapshot.xmin, 18);
-      payload.writeBigUInt64BE(snapshot.xmax, 26);
-      payload.writeUInt32BE(snapshot.xip.length, 34);
-      snapshot.xip.forEach((x, i) => {
-        payload.writeBigUInt64BE(x, 38 + 8 * i);
+    if (cover) {
+      payload.writeBigUInt64BE(cover.throughWindow, 18);
+      payload.writeBigUInt64BE(cover.snapshot.xmin, 26);
+      payload.writeBigUInt64BE(cover.snapshot.xmax, 34);
+      payload.writeUInt32BE(cover.snapshot.xip.length, 42);
+      cover.snapshot.xip.forEach((x, i) => {
+        payload.writeBigUInt64BE(x, 46 + 8 * i);
       });
     }
     return Buffer.concat([payload, this.#mac(payload)]).toString('base64url');
@@ -60,17 +62,17 @@ export class PositionCodec {
     if (!timingSafeEqual(mac, this.#mac(payload))) throw invalid('it was not issued by this service');
     if (payload.readUInt8(0) !== VERSION) throw invalid('unknown version');
     const flags = payload.readUInt8(1);
-    const xid = payload.readBigUInt64BE(2);
+    const window = payload.readBigUInt64BE(2);
     const id = payload.readBigUInt64BE(10);
-    if (flags === 0 && payload.length === 18) return { xid, id };
-    if (flags !== FLAG_SNAPSHOT || payload.length < 38) throw invalid('not a position token');
-    const count = payload.readUInt32BE(34);
-    if (payload.length !== 38 + 8 * count) throw invalid('not a position token');
+    if (flags === 0 && payload.length === 18) return { window, id };
+    if (flags !== FLAG_COVER || payload.length < 46) throw invalid('not a position token');
+    const count = payload.readUInt32BE(42);
+    if (payload.length !== 46 + 8 * count) throw invalid('not a position token');
     const xip: bigint[] = [];
-    for (let i = 0; i < count; i++) xip.push(payload.readBigUInt64BE(38 + 8 * i));
-    const snapshot = { xmin: payload.readBigUInt64BE(18), xmax: payload.readBigUInt64BE(26), xip };
+    for (let i = 0; i < count; i++) xip.push(payload.readBigUInt64BE(46 + 8 * i));
+    const snapshot = { xmin: payload.readBigUInt64BE(26), xmax: payload.readBigUInt64BE(34), xip };
     if (snapshot.xmin > snapshot.xmax || snapshot.xmax > MAX_U64) throw invalid('not a position token');
-    return { xid, id, snapshot };
+    return { window, id, cover: { snapshot, throughWindow: payload.readBigUInt64BE(18) } };
   }
 
   #mac(payload: Buffer): Buffer {

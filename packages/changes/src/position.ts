@@ -5,28 +5,47 @@ export interface Snapshot {
   readonly xip: readonly bigint[];
 }
 
-/** (xid, id) of a change; `snapshot` set only on positions that continue a snapshot. */
+/**
+ * Changes a client already has from a consistent snapshot: those of transactions visible in
+ * `snapshot`. Only windows up to `throughWindow` can hold any (that window's boundary was taken
+ * after the snapshot).
+ */
+export interface SnapshotCover {
+  readonly snapshot: Snapshot;
+  readonly throughWindow: bigint;
+}
+
+/**
+ * Where a stream stands: every change of windows before `window` and, in `window`, every change
+ * up to id `id` has been delivered (see sluice.change_window: windows in order, ids within one).
+ */
 export interface Position {
-  readonly xid: bigint;
+  readonly window: bigint;
   readonly id: bigint;
-  readonly snapshot?: Snapshot;
+  readonly cover?: SnapshotCover;
 }
 
 /** Before every change. */
-export const ORIGIN: Position = Object.freeze({ xid: 0n, id: 0n });
+export const ORIGIN: Position = Object.freeze({ window: 0n, id: 0n });
 
-/** Orders positions by (xid, id); the snapshot does not take part. */
+/** Orders positions by (window, id); the snapshot cover does not take part. */
 export function comparePositions(a: Position, b: Position): number {
-  if (a.xid !== b.xid) return a.xid < b.xid ? -1 : 1;
+  if (a.window !== b.window) return a.window < b.window ? -1 : 1;
   if (a.id !== b.id) return a.id < b.id ? -1 : 1;
   return 0;
 }
 
-/** True when the transaction `xid` had committed for `snapshot` (pg_visible_in_snapshot, for committed xids). */
+/** True when the transaction `xid` had ended for `snapshot` (pg_visible_in_snapshot, for committed xids). */
 export function isVisibleInSnapshot(snapshot: Snapshot, xid: bigint): boolean {
   if (xid < snapshot.xmin) return true;
   if (xid >= snapshot.xmax) return false;
   return !snapshot.xip.includes(xid);
+}
+
+/** True when a change of transaction `xid` in `window` is already covered by the position's snapshot. */
+export function isCovered(position: Position, window: bigint, xid: bigint): boolean {
+  const cover = position.cover;
+  return cover !== undefined && window <= cover.throughWindow && isVisibleInSnapshot(cover.snapshot, xid);
 }
 
 /** pg_snapshot text form: `xmin:xmax:xip,xip`. */

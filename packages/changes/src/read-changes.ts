@@ -17,7 +17,10 @@ export interface ChangeTableRows {
 export type ChangeOp = 'INSERT' | 'UPDATE' | 'DELETE';
 
 export interface Change {
+  /** (window, id): the delivery order (see sluice.change_window). */
   readonly position: Position;
+  /** The writing transaction. */
+  readonly xid: bigint;
   readonly schema: string;
   readonly table: string;
   readonly op: ChangeOp;
@@ -46,30 +49,41 @@ export interface ChangeBatch {
 export interface ReadChangesOptions extends AbortOptions {
   /** Where to note (at debug) changes skipped because their table no longer exists. */
   readonly logger?: Logger;
+  /** Append a window for newly committed changes before reading (default true). */
+  readonly append?: boolean;
 }
 
 /** What the change feed needs beyond the batch. */
 export interface ReadResult {
   readonly batch: ChangeBatch;
-  /** `limit` changes were returned: more may follow right away. */
+  /** `limit` changes (or the most windows one read takes) were returned: more may follow right away. */
   readonly full: boolean;
-  /** Committed changes exist past `until` that wait for an older, still running transaction. */
+  /** Another session was appending a window: its changes are about to be readable. */
   readonly waiting: boolean;
 }
 
-// The transaction snapshot (REPEATABLE READ) is shared by all statements of a read, so the
-// watermark, the changes and their decoded rows are consistent even while retention deletes.
-const HEAD_SQL = `
-select pg_catalog.pg_snapshot_xmin(pg_catalog.pg_current_snapshot())::text as xmin,
-       p.xid::text as purged_xid, p.id::text as purged_id,
-       exists (
-         select 1 from sluice.change_log c
-          where c.xid >= pg_catalog.pg_snapshot_xmin(pg_catalog.pg_current_snapshot())
-       )::text as waiting
-  from sluice.change_log_purged p`;
+// Windows looked at per read: bounds the rows one read sorts (each window gives at most `limit`).
+const WINDOWS_PER_READ = 16;
 
+// sluice.append_change_window returns -1 when another session holds the append lock.
+const APPEND_SQL = `select sluice.append_change_window()::text as seq`;
+
+const PURGED_SQL = `select window_seq::text, last_id::text from sluice.change_log_purged`;
+
+// A window's changes: visible in its boundary, not in the previous window's (its floor), in id
+// order after the position. A window left with none still gives one row (c.id null) so the
+// reader learns where it ends. Changes covered by the client's snapshot ($3, through window $4)
+// are left out here already.
 const READ_SQL = `
-select c.id::text, c.xid::text, c.schema, c."table", c.op, c.pk::text,
+with windows as (
+  select w.seq, w.boundary, w.first_id, w.last_id, f.boundary as floor
+    from sluice.change_window w
+    join sluice.change_window f on f.seq = w.seq - 1
+   where w.seq >= $1::bigint and (w.seq > $1::bigint or w.last_id > $2::bigint)
+   order by w.seq
+   limit ${WINDOWS_PER_READ}
+)
+select w.seq::text, w.last_id::text, c.id::text, c.xid::text, c.schema, c."table", c.op, c.pk::text,
        pg_catalog.array_to_json(c.changed_columns)::text, c.actor, c.tenant_id, c.trace_id,
        c.committed_at::text,
        exists (
@@ -79,15 +93,27 @@ select c.id::text, c.xid::text, c.schema, c."table", c.op, c.pk::text,
           where n.nspname = c.schema and k.relname = c."table" and k.relkind in ('r', 'p')
             and pg_catalog.has_schema_privilege(n.oid, 'USAGE')
        )::text
-  from sluice.change_log c
- where (c.xid, c.id) > ($1::xid8, $2::bigint)
-   and c.xid < pg_catalog.pg_snapshot_xmin(pg_catalog.pg_current_snapshot())
-   and ($3::pg_snapshot is null or not pg_catalog.pg_visible_in_snapshot(c.xid, $3::pg_snapshot))
- order by c.xid, c.id
- limit $4`;
+  from windows w
+  left join lateral (
+    select l.*
+      from sluice.change_log l
+     where l.id between case when w.seq = $1::bigint then pg_catalog.int8larger(w.first_id, $2::bigint + 1)
+                             else w.first_id end
+                    and w.last_id
+       and pg_catalog.pg_visible_in_snapshot(l.xid, w.boundary)
+       and not pg_catalog.pg_visible_in_snapshot(l.xid, w.floor)
+       and ($3::pg_snapshot is null or w.seq > $4::bigint
+            or not pg_catalog.pg_visible_in_snapshot(l.xid, $3::pg_snapshot))
+     order by l.id
+     limit $5
+  ) c on true
+ order by w.seq, c.id
+ limit $5`;
 
 type LogRow = [
-  id: string,
+  seq: string,
+  lastId: string,
+  id: string | null,
   xid: string,
   schema: string,
   table: string,
@@ -106,22 +132,25 @@ interface DecodedRows {
   readonly byId: Map<string, { record: (string | null)[]; old: (string | null)[] }>;
 }
 
-function maxPosition(a: Position, b: Position): Position {
-  return comparePositions(a, b) >= 0 ? a : b;
+/** `to`, keeping `from`'s snapshot cover while `to` is in a window the cover reaches. */
+function withCover(from: Position, to: { window: bigint; id: bigint }): Position {
+  const cover = from.cover;
+  return cover && to.window <= cover.throughWindow ? { ...to, cover } : to;
 }
 
 /**
- * Reads up to `limit` committed changes after `after`, in (xid, id) order, only from transactions
- * below pg_snapshot_xmin(pg_current_snapshot()) — so a change whose transaction commits later but has a
- * lower position is never skipped. When fewer than `limit` are returned, `until` advances to (xmin, 0).
- * When `after.snapshot` is set, changes whose xid is visible in that snapshot are skipped, and
- * `until` (and each change's position) keeps the snapshot while its xid is below snapshot.xmax.
- * Rows are decoded with jsonb_populate_record(null::<table>, record) as exact PostgreSQL text (pool
- * from @sluice/db createPool). Changes of tables that no longer exist are skipped.
+ * Reads up to `limit` committed changes after `after`, in (window, id) order (see
+ * sluice.change_window): a change is readable as soon as its transaction has committed and a
+ * window holds it, and a change that depends on another (same row, or anything its transaction
+ * saw committed) always comes after it. Unless `append` is false, first appends a window for
+ * changes committed since the last one. Changes covered by `after.cover` (already in the client's
+ * snapshot) are skipped. Rows are decoded with jsonb_populate_record(null::<table>, record) as
+ * exact PostgreSQL text (pool from @sluice/db createPool). Changes of tables that no longer exist
+ * are skipped.
  *
  * Cancellation: `signal` is checked between the statements of the read.
- * @throws SluiceError OUT_OF_RANGE reason SLUICE_POSITION_EXPIRED when `after` is older than the
- *   retention watermark.
+ * @throws SluiceError OUT_OF_RANGE reason SLUICE_POSITION_EXPIRED when retention has deleted
+ *   changes after `after`.
  */
 export async function readChanges(
   pool: pg.Pool,
@@ -132,7 +161,7 @@ export async function readChanges(
   return (await readChangesDetailed(pool, after, limit, options)).batch;
 }
 
-/** readChanges, also telling whether more changes are ready or waiting (for the feed). */
+/** readChanges, also telling whether more changes are ready or about to be (for the feed). */
 export async function readChangesDetailed(
   pool: pg.Pool,
   after: Position,
@@ -152,58 +181,65 @@ export async function readChangesDetailed(
   }
 }
 
+function throwIfExpired(
+  after: Position,
+  purged: { window_seq: string | null; last_id: string | null },
+): void {
+  if (purged.window_seq === null || purged.last_id === null) return;
+  const end = { window: BigInt(purged.window_seq), id: BigInt(purged.last_id) };
+  if (comparePositions(after, end) < 0) {
+    throw new SluiceError(
+      'OUT_OF_RANGE',
+      'The position is older than the change log retention: start again from a snapshot',
+      { reason: 'SLUICE_POSITION_EXPIRED' },
+    );
+  }
+}
+
 async function readOnce(
   pool: pg.Pool,
   after: Position,
   limit: number,
-  { signal, logger }: ReadChangesOptions,
+  { signal, logger, append = true }: ReadChangesOptions,
 ): Promise<ReadResult> {
   throwIfAborted(signal);
   const client = await pool.connect();
   let broken: Error | undefined;
   try {
-    const snapshot = after.snapshot;
-    const [, head, read] = await Promise.all([
+    const cover = after.cover;
+    // The append commits on its own before the read's snapshot is taken, so the read sees it.
+    const [appended, , purged, read] = await Promise.all([
+      append ? client.query<{ seq: string | null }>(APPEND_SQL) : undefined,
       client.query('begin isolation level repeatable read read only'),
-      client.query<{ xmin: string; purged_xid: string | null; purged_id: string | null; waiting: string }>(
-        HEAD_SQL,
-      ),
+      client.query<{ window_seq: string | null; last_id: string | null }>(PURGED_SQL),
       client.query<LogRow>({
         text: READ_SQL,
         values: [
-          after.xid.toString(),
+          after.window.toString(),
           after.id.toString(),
-          snapshot ? formatSnapshot(snapshot) : null,
+          cover ? formatSnapshot(cover.snapshot) : null,
+          cover ? cover.throughWindow.toString() : null,
           limit,
         ],
         rowMode: 'array',
       }),
     ]);
-    const h = head.rows[0];
-    if (!h) throw new SluiceError('INTERNAL', 'sluice.change_log_purged has no row');
-    if (h.purged_xid !== null && h.purged_id !== null) {
-      const purged = { xid: BigInt(h.purged_xid), id: BigInt(h.purged_id) };
-      if (comparePositions(after, purged) < 0) {
-        throw new SluiceError(
-          'OUT_OF_RANGE',
-          'The position is older than the change log retention: start again from a snapshot',
-          { reason: 'SLUICE_POSITION_EXPIRED' },
-        );
-      }
-    }
+    const p = purged.rows[0];
+    if (!p) throw new SluiceError('INTERNAL', 'sluice.change_log_purged has no row');
+    throwIfExpired(after, p);
     throwIfAborted(signal);
 
     const rows = read.rows;
     const tables = new Map<string, { schema: string; table: string; ids: string[] }>();
     for (const row of rows) {
-      if (row[11] !== 'true') continue;
-      const key = `${row[2]}.${row[3]}`;
+      if (row[2] === null || row[13] !== 'true') continue;
+      const key = `${row[4]}.${row[5]}`;
       let entry = tables.get(key);
       if (!entry) {
-        entry = { schema: row[2], table: row[3], ids: [] };
+        entry = { schema: row[4], table: row[5], ids: [] };
         tables.set(key, entry);
       }
-      entry.ids.push(row[0]);
+      entry.ids.push(row[2]);
     }
     const decoded = new Map<string, DecodedRows>();
     await Promise.all(
@@ -213,57 +249,58 @@ async function readOnce(
     );
     await client.query('commit');
 
-    const keepSnapshot = (xid: bigint): Snapshot | undefined =>
-      snapshot !== undefined && xid < snapshot.xmax ? snapshot : undefined;
     const changes: Change[] = [];
+    const windows = new Set<string>();
     for (const row of rows) {
-      const xid = BigInt(row[1]);
-      const id = BigInt(row[0]);
-      const rowsOfTable = decoded.get(`${row[2]}.${row[3]}`);
-      const values = rowsOfTable?.byId.get(row[0]);
+      windows.add(row[0]);
+      const idText = row[2];
+      if (idText === null) continue;
+      const rowsOfTable = decoded.get(`${row[4]}.${row[5]}`);
+      const values = rowsOfTable?.byId.get(idText);
       if (!rowsOfTable || !values) {
         logger?.debug(
-          { schema: row[2], table: row[3], id: row[0] },
+          { schema: row[4], table: row[5], id: idText },
           'change of a table that no longer exists skipped',
         );
         continue;
       }
-      const op = row[4];
+      const op = row[6];
       const record = op === 'DELETE' ? values.old : values.record;
-      const pkKeys = new Set(Object.keys(JSON.parse(row[5]) as Record<string, unknown>));
+      const pkKeys = new Set(Object.keys(JSON.parse(row[7]) as Record<string, unknown>));
       const pk: Record<string, string | null> = {};
       rowsOfTable.fields.forEach((f, i) => {
         if (pkKeys.has(f.name)) pk[f.name] = record[i] ?? null;
       });
-      const s = keepSnapshot(xid);
       changes.push({
-        position: s ? { xid, id, snapshot: s } : { xid, id },
-        schema: row[2],
-        table: row[3],
+        position: withCover(after, { window: BigInt(row[0]), id: BigInt(idText) }),
+        xid: BigInt(row[3]),
+        schema: row[4],
+        table: row[5],
         op,
         record,
         oldRecord: op === 'INSERT' ? null : values.old,
         fields: rowsOfTable.fields,
         pk,
-        changedColumns: JSON.parse(row[6]) as string[],
-        actor: row[7],
-        tenantId: row[8],
-        traceId: row[9],
-        committedAt: row[10],
+        changedColumns: JSON.parse(row[8]) as string[],
+        actor: row[9],
+        tenantId: row[10],
+        traceId: row[11],
+        committedAt: row[12],
       });
     }
 
-    const full = rows.length === limit;
+    // A full read stops at its last row; otherwise every window it looked at was read to its end.
+    const full = rows.length === limit || windows.size === WINDOWS_PER_READ;
     const last = rows[rows.length - 1];
-    const reached: Position =
-      full && last
-        ? { xid: BigInt(last[1]), id: BigInt(last[0]) }
-        : maxPosition({ xid: after.xid, id: after.id }, { xid: BigInt(h.xmin), id: 0n });
-    const s = keepSnapshot(reached.xid);
+    let reached: { window: bigint; id: bigint } = { window: after.window, id: after.id };
+    if (last) {
+      const lastId = rows.length === limit && last[2] !== null ? last[2] : last[1];
+      reached = { window: BigInt(last[0]), id: BigInt(lastId) };
+    }
     return {
-      batch: { changes, until: s ? { ...reached, snapshot: s } : reached },
+      batch: { changes, until: withCover(after, reached) },
       full,
-      waiting: h.waiting === 'true',
+      waiting: appended?.rows[0]?.seq === '-1',
     };
   } catch (error) {
     broken = error as Error;
@@ -305,23 +342,52 @@ async function decodeRows(
 }
 
 /**
- * The position a subscriber starting "now" resumes from: (xmin, 0) of the current snapshot, or the
- * retention watermark when that is later (so reading from it never reports an expired position).
+ * The end of the newest change window: everything committed before it was appended has been
+ * delivered from there on. Does not append (see currentPosition).
  *
  * Cancellation: checked before the query.
  */
-export async function currentPosition(pool: pg.Pool, { signal }: AbortOptions = {}): Promise<Position> {
+export async function latestPosition(pool: pg.Pool, { signal }: AbortOptions = {}): Promise<Position> {
   throwIfAborted(signal);
-  const { rows } = await pool.query<{ xmin: string; purged_xid: string | null; purged_id: string | null }>(
-    `select pg_catalog.pg_snapshot_xmin(pg_catalog.pg_current_snapshot())::text as xmin,
-            p.xid::text as purged_xid, p.id::text as purged_id
-       from sluice.change_log_purged p`,
+  const { rows } = await pool.query<{ seq: string; last_id: string }>(
+    // Qualified: a bare `seq` would order by the text output column ('9' > '10').
+    'select w.seq::text, w.last_id::text from sluice.change_window w order by w.seq desc limit 1',
   );
-  const h = rows[0];
-  if (!h) throw new SluiceError('INTERNAL', 'sluice.change_log_purged has no row');
-  const now: Position = { xid: BigInt(h.xmin), id: 0n };
-  if (h.purged_xid === null || h.purged_id === null) return now;
-  return maxPosition(now, { xid: BigInt(h.purged_xid), id: BigInt(h.purged_id) });
+  const w = rows[0];
+  if (!w) throw new SluiceError('INTERNAL', 'sluice.change_window has no row');
+  return { window: BigInt(w.seq), id: BigInt(w.last_id) };
+}
+
+/**
+ * The position a subscriber starting "now" resumes from: a window is appended for the changes
+ * committed so far, and the position is its end.
+ *
+ * Cancellation: checked before the queries.
+ */
+export async function currentPosition(pool: pg.Pool, options: AbortOptions = {}): Promise<Position> {
+  throwIfAborted(options.signal);
+  await pool.query(APPEND_SQL);
+  return latestPosition(pool, options);
+}
+
+/**
+ * The position that continues a consistent snapshot: `before` is latestPosition() read before the
+ * snapshot was taken; the changes after it that the snapshot already shows are covered, up to a
+ * window appended now (its boundary is taken after the snapshot, so later windows hold none).
+ *
+ * Cancellation: checked before the query.
+ */
+export async function snapshotPosition(
+  pool: pg.Pool,
+  before: Position,
+  snapshot: Snapshot,
+  { signal }: AbortOptions = {},
+): Promise<Position> {
+  throwIfAborted(signal);
+  const { rows } = await pool.query<{ seq: string }>('select sluice.append_change_window(true)::text as seq');
+  const seq = rows[0]?.seq;
+  if (seq === undefined) throw new SluiceError('INTERNAL', 'sluice.append_change_window returned no row');
+  return { window: before.window, id: before.id, cover: { snapshot, throughWindow: BigInt(seq) } };
 }
 
 /**

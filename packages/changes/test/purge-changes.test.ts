@@ -27,6 +27,7 @@ describe('purgeChanges', () => {
   it('deletes old changes in batches, sets the watermark and expires older positions', async () => {
     const before = await currentPosition(pool);
     await admin.query(`insert into change_probe (marker) select 'p' || g from generate_series(1, 25) g`);
+    await currentPosition(pool); // appends the window holding them
     await delay(5);
     // Nothing is old enough for a day's retention.
     expect(await purgeChanges(pool, 86_400_000)).toBe(0);
@@ -34,11 +35,16 @@ describe('purgeChanges', () => {
     expect(deleted).toBeGreaterThanOrEqual(25); // plus the seed's changes
     const left = await admin.query<{ n: string }>('select count(*)::text as n from sluice.change_log');
     expect(left.rows[0]?.n).toBe('0');
-    const mark = await admin.query<{ xid: string | null; id: string | null }>(
-      'select xid::text, id::text from sluice.change_log_purged',
+    const mark = await admin.query<{ window_seq: string | null; last_id: string | null }>(
+      'select window_seq::text, last_id::text from sluice.change_log_purged',
     );
-    expect(mark.rows[0]?.xid).not.toBeNull();
-    const watermark = { xid: BigInt(mark.rows[0]!.xid!), id: BigInt(mark.rows[0]!.id!) };
+    expect(mark.rows[0]?.window_seq).not.toBeNull();
+    const watermark = { window: BigInt(mark.rows[0]!.window_seq!), id: BigInt(mark.rows[0]!.last_id!) };
+    // Windows before the purged one are gone; the purged one stays as the next one's floor.
+    const windows = await admin.query<{ min: string }>(
+      'select min(seq)::text as min from sluice.change_window',
+    );
+    expect(windows.rows[0]?.min).toBe(mark.rows[0]?.window_seq);
 
     const error = await readChanges(pool, before, 10).catch((e: unknown) => e);
     expect(isSluiceError(error)).toBe(true);
@@ -65,6 +71,7 @@ describe('purgeChanges', () => {
     try {
       await holder.query(`select pg_advisory_lock(7355608020250001)`);
       await admin.query(`insert into change_probe (marker) values ('locked-out')`);
+      await currentPosition(pool);
       await delay(5);
       expect(await purgeChanges(pool, 0)).toBe(0);
       await holder.query(`select pg_advisory_unlock(7355608020250001)`);

@@ -8,9 +8,11 @@ import {
   capturedTables,
   comparePositions,
   currentPosition,
+  latestPosition,
   type Position,
   parseSnapshot,
   readChanges,
+  snapshotPosition,
 } from '../src/index';
 import { appPool, createProbeTable, superClient } from './helpers';
 
@@ -107,7 +109,7 @@ describe('capture', () => {
     expect(ins1.changedColumns).toEqual([]);
     expect(ins1.committedAt).toMatch(/^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d(\.\d+)?\+00$/);
     expect(comparePositions(ins1.position, ins2.position)).toBeLessThan(0);
-    expect(ins1.position.xid).toBe(ins2.position.xid);
+    expect(ins1.xid).toBe(ins2.xid);
 
     expect(upd.record[3]).toBe(row.n);
     expect(row.n).toBe('9007199254740994');
@@ -227,7 +229,7 @@ describe('capture', () => {
 });
 
 describe('reading under concurrency', () => {
-  it('never skips a lower position whose transaction commits later', async () => {
+  it('returns a change once its transaction commits, and never skips a lower id committing later', async () => {
     const a = await superClient(db);
     const b = await superClient(db);
     try {
@@ -238,28 +240,60 @@ describe('reading under concurrency', () => {
       await b.query(`insert into change_probe (marker) values ('order-B')`);
       await b.query('commit');
 
-      // B has committed, but A (lower xid and id) is still running: B must not be returned yet.
-      let until = start;
-      for (let i = 0; i < 5; i++) {
-        const batch = await readChanges(pool, until, 10);
-        expect(batch.changes.map(marker)).not.toContain('order-B');
-        expect(batch.changes.map(marker)).not.toContain('order-A');
-        until = batch.until;
-        await delay(20);
-      }
+      // B has committed while A (lower xid and id) still runs: B is readable now, A is not.
+      const first = await readUntil(start, (c) => c.some((x) => marker(x) === 'order-B'));
+      expect(first.changes.map(marker)).toContain('order-B');
+      expect(first.changes.map(marker)).not.toContain('order-A');
 
       await a.query('commit');
-      const { changes } = await readUntil(
-        until,
-        (c) => c.filter((x) => marker(x)?.startsWith('order-')).length >= 2,
-      );
-      const own = changes.filter((c) => marker(c)?.startsWith('order-'));
-      expect(own.map(marker)).toEqual(['order-A', 'order-B']);
-      expect(comparePositions(own[0]!.position, own[1]!.position)).toBeLessThan(0);
+      const second = await readUntil(first.until, (c) => c.some((x) => marker(x) === 'order-A'));
+      const own = second.changes.filter((c) => marker(c)?.startsWith('order-'));
+      expect(own.map(marker)).toEqual(['order-A']);
+      const b1 = first.changes.find((c) => marker(c) === 'order-B')!;
+      expect(own[0]!.position.id < b1.position.id).toBe(true); // lower id, later window
+      expect(comparePositions(b1.position, own[0]!.position)).toBeLessThan(0);
     } finally {
       await a.query('rollback').catch(() => {});
       await a.end();
       await b.end();
+    }
+  });
+
+  it('orders two updates of one row by commit, not by transaction id', async () => {
+    const t = await superClient(db);
+    const u = await superClient(db);
+    try {
+      await admin.query(`insert into change_probe (marker, n) values ('row-order', 0)`);
+      const start = await currentPosition(pool);
+      // T takes the lower xid first, U updates the row and commits, then T updates U's version.
+      await t.query('begin');
+      await t.query(`insert into change_probe (marker) values ('row-order-xid')`);
+      await u.query('begin');
+      await u.query(`update change_probe set n = 1 where marker = 'row-order'`);
+      const xids = await Promise.all([
+        t.query<{ x: string }>('select pg_current_xact_id()::text as x'),
+        u.query<{ x: string }>('select pg_current_xact_id()::text as x'),
+      ]);
+      expect(BigInt(xids[0].rows[0]!.x) < BigInt(xids[1].rows[0]!.x)).toBe(true);
+      const tUpdate = t.query(`update change_probe set n = n * 10 + 2 where marker = 'row-order'`);
+      await delay(50); // T now waits for U's row lock
+      await u.query('commit');
+      await tUpdate;
+      await t.query('commit');
+
+      const { changes } = await readUntil(
+        start,
+        (c) => c.filter((x) => marker(x) === 'row-order').length >= 2,
+      );
+      const updates = changes.filter((c) => marker(c) === 'row-order');
+      const n = updates[0]!.fields.findIndex((f) => f.name === 'n');
+      // U's update (n = 1) first, then T's (n = 12): the stream ends in the row's real state.
+      expect(updates.map((c) => c.record[n])).toEqual(['1', '12']);
+    } finally {
+      await t.query('rollback').catch(() => {});
+      await u.query('rollback').catch(() => {});
+      await t.end();
+      await u.end();
     }
   });
 
@@ -333,6 +367,7 @@ describe('reading under concurrency', () => {
     const inflight = await superClient(db);
     const reader = await superClient(db);
     try {
+      const before = await latestPosition(pool);
       await inflight.query('begin');
       await inflight.query(`insert into change_probe (marker) values ('snap-inflight')`);
       await admin.query(`insert into change_probe (marker) values ('snap-before')`);
@@ -342,12 +377,13 @@ describe('reading under concurrency', () => {
         `select marker from change_probe where marker like 'snap-%' order by marker`,
       );
       await reader.query('commit');
+      const snapshot = parseSnapshot(snap.rows[0]!.s);
+      const after = await snapshotPosition(pool, before, snapshot);
       expect(seen.rows.map((r) => r.marker)).toEqual(['snap-before']);
       await admin.query(`insert into change_probe (marker) values ('snap-after')`);
       await inflight.query('commit');
 
-      const snapshot = parseSnapshot(snap.rows[0]!.s);
-      const after: Position = { xid: snapshot.xmin, id: 0n, snapshot };
+      const through = after.cover!.throughWindow;
       const { changes, until } = await readUntil(
         after,
         (c) => c.filter((x) => marker(x)?.startsWith('snap-')).length >= 2,
@@ -355,11 +391,12 @@ describe('reading under concurrency', () => {
       );
       const own = changes.filter((c) => marker(c)?.startsWith('snap-'));
       expect(own.map(marker).sort()).toEqual(['snap-after', 'snap-inflight']);
-      for (const c of own) {
-        // Positions below the snapshot's xmax carry it, so resuming from them keeps skipping.
-        expect(c.position.snapshot !== undefined).toBe(c.position.xid < snapshot.xmax);
+      for (const c of changes) {
+        // Positions in windows the cover reaches carry it, so resuming from them keeps skipping.
+        expect(c.position.cover !== undefined).toBe(c.position.window <= through);
       }
-      if (until.xid >= snapshot.xmax) expect(until.snapshot).toBeUndefined();
+      expect(until.window > through).toBe(true);
+      expect(until.cover).toBeUndefined();
     } finally {
       await inflight.query('rollback').catch(() => {});
       await inflight.end();

@@ -1,9 +1,12 @@
 import {
   type ChangeFeed,
   currentPosition,
+  latestPosition,
   type Position,
   type PositionCodec,
+  parseSnapshot,
   type Snapshot,
+  snapshotPosition,
 } from '@sluice/changes';
 import { invalidArgument, SluiceError } from '@sluice/core';
 import { compile, type Database, type SchemaCatalog } from '@sluice/db';
@@ -97,15 +100,6 @@ function resolveTables(
   return out;
 }
 
-function parseSnapshot(text: string): Snapshot {
-  const [xmin, xmax, xip] = text.split(':');
-  return {
-    xmin: BigInt(xmin ?? '0'),
-    xmax: BigInt(xmax ?? '0'),
-    xip: xip ? xip.split(',').map((x) => BigInt(x)) : [],
-  };
-}
-
 /**
  * The EventsService: Subscribe validates the request, picks the start position (now, a
  * client's position, or a consistent snapshot), catches up from the log, then follows the
@@ -130,7 +124,10 @@ export function createEventsService(
     return deps.db.transaction(scope, async (tx) => {
       // In REPEATABLE READ every statement sees the transaction's one snapshot: this is it.
       const snap = await tx.query(compile(sql`select pg_current_snapshot()::text`));
-      const snapshot = parseSnapshot(snap.rows[0]?.[0] ?? '0:0:');
+      const text = snap.rows[0]?.[0];
+      if (typeof text !== 'string')
+        throw new SluiceError('INTERNAL', 'pg_current_snapshot() returned nothing');
+      const snapshot = parseSnapshot(text);
       const rows: events.SnapshotRow[] = [];
       const types = deps.catalog().types;
       for (const [i, sub] of [...tables.values()].entries()) {
@@ -177,8 +174,10 @@ export function createEventsService(
       if (start?.$case === 'fromPosition') {
         position = deps.codec.decode(start.value, 'from_position');
       } else if (start?.$case === 'snapshot' && start.value) {
+        // Read before the snapshot is taken: every change up to it is in the snapshot.
+        const before = await latestPosition(deps.db.pool, { signal });
         snapshot = await snapshotRows(context, tables);
-        position = { xid: snapshot.snapshot.xmin, id: 0n, snapshot: snapshot.snapshot };
+        position = await snapshotPosition(deps.db.pool, before, snapshot.snapshot, { signal });
       } else {
         position = await currentPosition(deps.db.pool);
       }

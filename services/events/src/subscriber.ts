@@ -1,10 +1,4 @@
-import {
-  type Change,
-  comparePositions,
-  isVisibleInSnapshot,
-  type Position,
-  type PositionCodec,
-} from '@sluice/changes';
+import { type Change, comparePositions, isCovered, type Position, type PositionCodec } from '@sluice/changes';
 import { type Identity, SluiceError } from '@sluice/core';
 import {
   type CatalogColumn,
@@ -71,8 +65,7 @@ export class Subscriber {
   /** The table subscription a change is for, if this stream wants it (table, operation, position, snapshot, filter). */
   wants(change: Change): TableSubscription | undefined {
     if (this.closed || comparePositions(change.position, this.position) <= 0) return undefined;
-    const snapshot = this.position.snapshot;
-    if (snapshot && isVisibleInSnapshot(snapshot, change.position.xid)) return undefined;
+    if (isCovered(this.position, change.position.window, change.xid)) return undefined;
     const sub = this.tables.get(`${change.schema}.${change.table}`);
     if (!sub?.operations.has(change.op)) return undefined;
     if (!sub) return undefined;
@@ -91,12 +84,12 @@ export class Subscriber {
   /** Moves the position forward (after a batch in which nothing more matched, or a heartbeat). */
   advance(to: Position): string {
     if (comparePositions(to, this.position) > 0) {
-      const snapshot = this.position.snapshot;
-      // A position keeps the snapshot it continues until the changes pass the snapshot's xmax.
-      if (snapshot && to.xid < snapshot.xmax) this.position = { ...to, snapshot };
-      else this.position = to.snapshot ? { xid: to.xid, id: to.id } : to; // shared: see encodedPosition
+      const cover = this.position.cover;
+      // A position keeps the snapshot cover it continues while its windows may hold covered changes.
+      if (cover && to.window <= cover.throughWindow) this.position = { ...to, cover };
+      else this.position = to.cover ? { window: to.window, id: to.id } : to; // shared: see encodedPosition
     }
-    return this.position.snapshot
+    return this.position.cover
       ? this.codec.encode(this.position)
       : encodedPosition(this.codec, this.position);
   }

@@ -4,6 +4,7 @@ import { data, events } from '@sluice/proto';
 import { ACME, createTestDatabase, GLOBEX, TEST_JWT_SECRET, type TestDatabase, USERS } from '@sluice/testing';
 import { type Channel, type Client, createChannel, createClientFactory, Metadata } from 'nice-grpc';
 import { errorDetailsClientMiddleware } from 'nice-grpc-error-details';
+import type pg from 'pg';
 import { loadEventsConfig } from '../src/config';
 import { type EventsServer, startEventsServer } from '../src/server';
 
@@ -80,4 +81,23 @@ export async function startEventsStack(env: Record<string, string> = {}): Promis
     },
   };
   return stack;
+}
+
+/**
+ * Orders change_log rows (alias `c`) as streams deliver them: by change window, then id. Call
+ * appendWindow first so every committed row has its window.
+ */
+export const DELIVERY_ORDER =
+  '(select min(w.seq) from sluice.change_window w where pg_catalog.pg_visible_in_snapshot(c.xid, w.boundary)), c.id';
+
+/** Appends a change window now (waiting for a concurrent append): every change committed so far is in a window. */
+export async function appendWindow(client: pg.Client): Promise<{ window: bigint; lastId: bigint }> {
+  const appended = await client.query<{ seq: string }>(
+    'select sluice.append_change_window(true)::text as seq',
+  );
+  const { rows } = await client.query<{ last_id: string }>(
+    'select last_id::text from sluice.change_window where seq = $1::bigint',
+    [appended.rows[0]?.seq],
+  );
+  return { window: BigInt(appended.rows[0]?.seq ?? '0'), lastId: BigInt(rows[0]?.last_id ?? '0') };
 }

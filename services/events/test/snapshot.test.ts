@@ -2,7 +2,7 @@ import { comparePositions } from '@sluice/changes';
 import { events } from '@sluice/proto';
 import pg from 'pg';
 import { afterAll, beforeAll, expect, it } from 'vitest';
-import { ACME, type EventsStack, GLOBEX, startEventsStack, USERS } from './helpers';
+import { ACME, appendWindow, type EventsStack, GLOBEX, startEventsStack, USERS } from './helpers';
 import {
   collectStream,
   decodePosition,
@@ -154,7 +154,7 @@ class Replica {
   private change(e: events.ChangeEvent): void {
     if (!this.snapshotEnded) this.problems.push('change before snapshot_end');
     const p = decodePosition(e.position);
-    const key = `${p.xid}/${p.id}`;
+    const key = `${p.window}/${p.id}`;
     if (this.positions.has(key)) this.problems.push(`change ${key} delivered twice`);
     this.positions.add(key);
     this.changesApplied++;
@@ -210,13 +210,11 @@ async function tableRows(): Promise<Map<string, Row>> {
 /** Waits until the stream sent a heartbeat at or past the last change in the log (all changes delivered). */
 async function waitCaughtUp(stream: StreamCollector): Promise<void> {
   const db = await superuser();
-  let last: { xid: bigint; id: bigint };
+  let last: { window: bigint; id: bigint };
   try {
-    const { rows } = await db.query<{ xid: string; id: string }>(
-      // Ordered by the columns (c.), not the text aliases: '999' sorts after '1000' as text.
-      'select c.xid::text, c.id::text from sluice.change_log c order by c.xid desc, c.id desc limit 1',
-    );
-    last = { xid: BigInt(rows[0]?.xid ?? '0'), id: BigInt(rows[0]?.id ?? '0') };
+    // A window holding every change so far: a heartbeat at its end has seen them all.
+    const appended = await appendWindow(db);
+    last = { window: appended.window, id: appended.lastId };
   } finally {
     await db.end();
   }

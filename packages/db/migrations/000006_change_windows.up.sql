@@ -1,0 +1,81 @@
+-- Sluice core: change windows, the order in which the events service delivers changes.
+--
+-- Ordering by (xid, id) below the snapshot's xmin (000004) never skips a change, but xid order
+-- is not commit order: a transaction that took its xid early can update a row after a later
+-- xid updated it and committed, and its change was delivered first. Change ids, taken in the
+-- writer's own transaction, do respect every dependency: a change made after seeing another
+-- transaction's commit gets a higher id than all of that transaction's changes (the identity
+-- sequence is not cached). What ids lack is a point below which nothing can still commit.
+--
+-- A change window supplies that point. Window w holds the transactions visible in its boundary
+-- snapshot and not in window w-1's; within a window changes go in id order. Windows are
+-- appended one at a time under a transaction-level advisory lock, each boundary taken after
+-- the previous window committed, so boundaries only grow and every committed transaction
+-- falls in exactly one window. A position is (window, id): small, totally ordered, the same in
+-- every instance, and a change is delivered as soon as its transaction commits, whatever older
+-- transactions are still running.
+
+create table sluice.change_window (
+  seq bigint primary key,
+  boundary pg_snapshot not null,
+  -- The window's changes have ids in [first_id, last_id] (an empty window has first_id > last_id).
+  first_id bigint not null,
+  last_id bigint not null,
+  created_at timestamptz not null default now()
+);
+comment on table sluice.change_window is 'Sluice: change windows; window seq holds the transactions visible in boundary but not in window seq-1''s boundary.';
+
+-- Window 0 is the starting boundary: changes logged before it are never delivered.
+insert into sluice.change_window (seq, boundary, first_id, last_id)
+  values (0, pg_catalog.pg_current_snapshot(), 1, 0);
+
+-- Retention now deletes whole windows; the watermark is the newest window whose changes may be
+-- gone (its boundary stays, it is the floor of the next window).
+alter table sluice.change_log_purged
+  drop column xid,
+  drop column id,
+  add column window_seq bigint,
+  add column last_id bigint;
+comment on table sluice.change_log_purged is 'Sluice: the newest change window deleted by retention (positions before its end have expired).';
+
+comment on table sluice.change_log is 'Sluice: committed row changes of captured tables, delivered by change window (sluice.change_window), then id.';
+
+-- Appends the next window when changes have committed since the last one (or always, with
+-- `force`). Returns the new window's seq; null when there was nothing to append; -1 when another
+-- session is appending right now (it will append these changes; force waits for it instead).
+create function sluice.append_change_window(force boolean default false) returns bigint
+language plpgsql
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+  last_seq bigint;
+  floor pg_snapshot;
+  floor_xip xid8[];
+  next_seq bigint;
+begin
+  if force then
+    perform pg_advisory_xact_lock(7355608020250002);
+  elsif not pg_try_advisory_xact_lock(7355608020250002) then
+    return -1;
+  end if;
+  select w.seq, w.boundary into last_seq, floor
+    from sluice.change_window w order by w.seq desc limit 1;
+  floor_xip := array(select pg_snapshot_xip(floor));
+  -- Each statement of this (volatile) function takes a new snapshot, so this one's is taken
+  -- after the lock, i.e. after the previous window committed; pg_current_snapshot() is the very
+  -- snapshot the statement reads the log with. Not visible in the floor: xid >= its xmax, or
+  -- running when it was taken.
+  insert into sluice.change_window (seq, boundary, first_id, last_id)
+  select last_seq + 1, pg_current_snapshot(), coalesce(min(c.id), 1), coalesce(max(c.id), 0)
+    from sluice.change_log c
+   where c.xid >= pg_snapshot_xmax(floor) or c.xid = any (floor_xip)
+  having force or count(*) > 0
+  returning seq into next_seq;
+  return next_seq;
+end
+$$;
+comment on function sluice.append_change_window(boolean) is 'Sluice: appends the next change window (see sluice.change_window); null when there was nothing to append, -1 when another session is appending.';
+
+revoke execute on function sluice.append_change_window(boolean) from public;
+grant execute on function sluice.append_change_window(boolean) to sluice_authenticator;
+grant select, insert, delete on sluice.change_window to sluice_authenticator;
