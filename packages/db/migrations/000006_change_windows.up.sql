@@ -23,6 +23,8 @@ create table sluice.change_window (
   last_id bigint not null,
   created_at timestamptz not null default now()
 );
+-- Retention looks windows up by age.
+create index change_window_created_at_idx on sluice.change_window (created_at);
 comment on table sluice.change_window is 'Sluice: change windows; window seq holds the transactions visible in boundary but not in window seq-1''s boundary.';
 
 -- Window 0 is the starting boundary: changes logged before it are never delivered.
