@@ -9,7 +9,13 @@ export interface ChangeFeedOptions {
   /** A direct session connection for LISTEN (not through a transaction-mode pooler). */
   readonly listenConnectionString: string;
   readonly batchSize: number;
-  /** Safety-net polling interval: covers lost notifications and a listener being reconnected. */
+  /**
+   * How often to look at pg_current_snapshot() (a query that touches no table): the log is read
+   * when it changed, i.e. when some transaction started or ended. This is the wake-up for tables
+   * captured without NOTIFY (the default); 0 disables it.
+   */
+  readonly probeIntervalMs: number;
+  /** Read at least this often, whatever the probe and NOTIFY say (a safety net). */
   readonly pollIntervalMs: number;
   readonly logger: Logger;
 }
@@ -24,9 +30,11 @@ const RECONNECT_MAX_MS = 10_000;
 const WAITING_MIN_MS = 10;
 
 /**
- * The shared reader of one service instance: reads the change log from the current position on,
- * woken by NOTIFY sluice_changes on a dedicated session (reconnected with backoff) and polling every
- * pollIntervalMs. Batches go to the listeners in order; the next read waits for them.
+ * The shared reader of one service instance: reads the change log from the current position on
+ * when the snapshot probe sees transactions end (every probeIntervalMs), when woken by NOTIFY
+ * sluice_changes on a dedicated session (reconnected with backoff; tables captured with
+ * notify => true), and at least every pollIntervalMs. Batches go to the listeners in order; the
+ * next read waits for them.
  */
 export class ChangeFeed {
   readonly #options: ChangeFeedOptions;
@@ -139,11 +147,14 @@ export class ChangeFeed {
     const { pool, batchSize, pollIntervalMs, logger } = this.#options;
     let waitingDelay = WAITING_MIN_MS;
     let errorDelay = RECONNECT_MIN_MS;
+    let seen: string | undefined;
     while (!this.#closed) {
       this.#wakePending = false;
       let delay = pollIntervalMs;
       try {
         let waiting = false;
+        // Taken before the read: a transaction ending after it changes the next probe's answer.
+        seen = await this.#probe();
         for (;;) {
           const result = await readChangesDetailed(pool, this.#head, batchSize, { logger });
           const { batch } = result;
@@ -166,8 +177,40 @@ export class ChangeFeed {
         logger.warn({ err: error }, 'change feed: reading the change log failed; retrying');
         delay = Math.min(errorDelay, pollIntervalMs);
         errorDelay = Math.min(errorDelay * 2, RECONNECT_MAX_MS);
+        seen = undefined;
       }
-      await this.#sleep(delay);
+      await this.#waitForChanges(delay, seen);
+    }
+  }
+
+  /** pg_current_snapshot() as text, or undefined when probing is off. */
+  async #probe(): Promise<string | undefined> {
+    if (this.#options.probeIntervalMs <= 0) return undefined;
+    const { rows } = await this.#options.pool.query<{ s: string }>('select pg_current_snapshot()::text as s');
+    return rows[0]?.s;
+  }
+
+  /**
+   * Sleeps until `maxMs` passed, a NOTIFY arrived, or (probing) the snapshot differs from `seen`.
+   * A failed probe ends the wait: the read that follows reports the error.
+   */
+  async #waitForChanges(maxMs: number, seen: string | undefined): Promise<void> {
+    const { probeIntervalMs } = this.#options;
+    const deadline = Date.now() + maxMs;
+    for (;;) {
+      const left = deadline - Date.now();
+      if (left <= 0 || this.#closed) return;
+      if (seen === undefined || probeIntervalMs <= 0) {
+        await this.#sleep(left);
+        return;
+      }
+      await this.#sleep(Math.min(left, probeIntervalMs));
+      if (this.#wakePending || this.#closed) return;
+      try {
+        if ((await this.#probe()) !== seen) return;
+      } catch {
+        return;
+      }
     }
   }
 

@@ -16,11 +16,14 @@ beforeAll(async () => {
   db = await createTestDatabase();
   pool = appPool(db);
   admin = await superClient(db);
-  await createProbeTable(admin);
+  // This file's feed does not probe: only NOTIFY (or the 5 s poll) wakes it.
+  await createProbeTable(admin, 'change_probe', { notify: true });
+  await createProbeTable(admin, 'quiet_probe');
   feed = await ChangeFeed.start({
     pool,
     listenConnectionString: db.appUrl,
     batchSize: 100,
+    probeIntervalMs: 0,
     pollIntervalMs: 5_000,
     logger: pino({ level: 'silent' }),
   });
@@ -40,11 +43,10 @@ afterAll(async () => {
   await db?.drop();
 });
 
-async function waitFor(markerValue: string, withinMs: number): Promise<number> {
+async function waitFor(markerValue: string, withinMs: number, seen = batches): Promise<number> {
   const started = Date.now();
   while (Date.now() - started < withinMs) {
-    if (batches.some((b) => b.changes.some((c) => c.record.includes(markerValue))))
-      return Date.now() - started;
+    if (seen.some((b) => b.changes.some((c) => c.record.includes(markerValue)))) return Date.now() - started;
     await delay(5);
   }
   throw new Error(`${markerValue} not received within ${withinMs} ms`);
@@ -82,5 +84,30 @@ describe('ChangeFeed', () => {
     expect(listening.rows[0]?.n).toBe('1');
     await admin.query(`insert into change_probe (marker) values ('feed-4')`);
     expect(await waitFor('feed-4', 1_000)).toBeLessThan(1_000);
+  });
+
+  it('without NOTIFY, is woken by the snapshot probe well before the poll interval', async () => {
+    const probed: ChangeBatch[] = [];
+    const prober = await ChangeFeed.start({
+      pool,
+      listenConnectionString: db.appUrl,
+      batchSize: 100,
+      probeIntervalMs: 10,
+      pollIntervalMs: 5_000,
+      logger: pino({ level: 'silent' }),
+    });
+    prober.onBatch((batch) => {
+      probed.push(batch);
+    });
+    try {
+      await delay(300);
+      await admin.query(`insert into quiet_probe (marker) values ('probe-1')`);
+      expect(await waitFor('probe-1', 1_000, probed)).toBeLessThan(1_000);
+      // The NOTIFY-only feed hears nothing of it until its poll.
+      await delay(100);
+      expect(batches.some((b) => b.changes.some((c) => c.record.includes('probe-1')))).toBe(false);
+    } finally {
+      await prober.close();
+    }
   });
 });

@@ -21,7 +21,11 @@ export async function superClient(db: TestDatabase): Promise<pg.Client> {
 }
 
 /** A captured table of the test's own: id, marker (to tell rows apart), tenant_id, n. */
-export async function createProbeTable(client: pg.Client, name = 'change_probe'): Promise<void> {
+export async function createProbeTable(
+  client: pg.Client,
+  name = 'change_probe',
+  { notify = false }: { notify?: boolean } = {},
+): Promise<void> {
   await client.query(`
     create table public.${name} (
       id bigint generated always as identity primary key,
@@ -30,5 +34,5 @@ export async function createProbeTable(client: pg.Client, name = 'change_probe')
       n int8,
       ts timestamptz
     );
-    select sluice.enable_changes('public.${name}');`);
+    select sluice.enable_changes('public.${name}', notify => ${notify});`);
 }

@@ -65,6 +65,7 @@ export async function startEventsServer(
     pool,
     listenConnectionString: config.databaseUrl,
     batchSize: feedBatchSize,
+    probeIntervalMs: config.feed.probeIntervalMs,
     pollIntervalMs: config.feed.pollIntervalMs,
     logger,
   });
