@@ -51,7 +51,7 @@ export function loadEventsConfig(env: Env): EventsConfig {
     positionSecret: positionSecret ?? '',
     feed: {
       batchSize: r.int('EVENTS_BATCH_SIZE', 1000, { min: 1, max: 100_000 }),
-      probeIntervalMs: r.int('EVENTS_PROBE_INTERVAL_MS', 10, { min: 0, max: 60_000 }),
+      probeIntervalMs: r.int('EVENTS_PROBE_INTERVAL_MS', 5, { min: 0, max: 60_000 }),
       pollIntervalMs: r.int('EVENTS_POLL_INTERVAL_MS', 500, { min: 10 }),
     },
     stream: {
