@@ -20,6 +20,8 @@ export interface EventsStack {
   readonly data: DataServer;
   /** Restarts the events service on the same database (a new port). */
   restartEvents(): Promise<void>;
+  /** Another events service instance on the same database (its own pool, feed and port). */
+  addEventsInstance(): Promise<{ client(token?: string): EventsClient; close(): Promise<void> }>;
   eventsClient(token?: string): EventsClient;
   dataClient(token?: string): DataClient;
   token(user: keyof typeof USERS | 'service'): Promise<string>;
@@ -48,6 +50,7 @@ export async function startEventsStack(env: Record<string, string> = {}): Promis
   const dataServer = await startDataServer(loadDataConfig({ ...common, DATA_GRPC_ADDRESS: '127.0.0.1:0' }));
   let eventsServer = await startEventsServer(eventsConfig());
   const channels: Channel[] = [];
+  const extra: EventsServer[] = [];
   const factory = createClientFactory().use(errorDetailsClientMiddleware);
   const metadata = (token?: string) => Metadata(token ? { authorization: `Bearer ${token}` } : {});
   const stack: EventsStack = {
@@ -59,6 +62,25 @@ export async function startEventsStack(env: Record<string, string> = {}): Promis
     async restartEvents() {
       await eventsServer.close();
       eventsServer = await startEventsServer(eventsConfig());
+    },
+    async addEventsInstance() {
+      const server = await startEventsServer(eventsConfig());
+      extra.push(server);
+      return {
+        client(token?: string) {
+          const channel = createChannel(`127.0.0.1:${server.port}`);
+          channels.push(channel);
+          return factory.create(events.EventsServiceDefinition, channel, {
+            '*': { metadata: metadata(token) },
+          });
+        },
+        async close() {
+          const i = extra.indexOf(server);
+          if (i < 0) return;
+          extra.splice(i, 1);
+          await server.close();
+        },
+      };
     },
     eventsClient(token) {
       const channel = createChannel(`127.0.0.1:${eventsServer.port}`);
@@ -76,7 +98,7 @@ export async function startEventsStack(env: Record<string, string> = {}): Promis
     },
     async close() {
       for (const c of channels) c.close();
-      await Promise.all([eventsServer.close(), dataServer.close()]);
+      await Promise.all([eventsServer.close(), dataServer.close(), ...extra.map((e) => e.close())]);
       await db.drop();
     },
   };
