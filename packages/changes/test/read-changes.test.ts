@@ -404,3 +404,36 @@ describe('reading under concurrency', () => {
     }
   });
 });
+
+describe('change windows', () => {
+  it('refuses to append a window inside a REPEATABLE READ transaction', async () => {
+    await admin.query('begin isolation level repeatable read');
+    try {
+      await expect(admin.query('select sluice.append_change_window(true)')).rejects.toThrow(/READ COMMITTED/);
+    } finally {
+      await admin.query('rollback');
+    }
+  });
+
+  it('appends a window only when changes committed since the last one, unless forced', async () => {
+    await currentPosition(pool); // everything so far is in a window
+    const none = await admin.query<{ seq: string | null }>(
+      'select sluice.append_change_window()::text as seq',
+    );
+    expect(none.rows[0]?.seq).toBeNull();
+    await admin.query(`insert into change_probe (marker) values ('window-1')`);
+    const one = await admin.query<{ seq: string | null }>(
+      'select sluice.append_change_window()::text as seq',
+    );
+    expect(one.rows[0]?.seq).not.toBeNull();
+    const forced = await admin.query<{ seq: string }>(
+      'select sluice.append_change_window(true)::text as seq',
+    );
+    expect(BigInt(forced.rows[0]!.seq)).toBe(BigInt(one.rows[0]!.seq!) + 1n);
+    const empty = await admin.query<{ first_id: string; last_id: string }>(
+      'select first_id::text, last_id::text from sluice.change_window where seq = $1::bigint',
+      [forced.rows[0]!.seq],
+    );
+    expect(BigInt(empty.rows[0]!.first_id) > BigInt(empty.rows[0]!.last_id)).toBe(true);
+  });
+});

@@ -55,6 +55,12 @@ declare
   floor_xip xid8[];
   next_seq bigint;
 begin
+  -- In REPEATABLE READ or SERIALIZABLE the boundary would be the transaction's first snapshot,
+  -- possibly older than the previous window's.
+  if current_setting('transaction_isolation') <> 'read committed' then
+    raise exception 'sluice.append_change_window must run in a READ COMMITTED transaction'
+      using errcode = 'active_sql_transaction';
+  end if;
   if force then
     perform pg_advisory_xact_lock(7355608020250002);
   elsif not pg_try_advisory_xact_lock(7355608020250002) then
