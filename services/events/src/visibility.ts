@@ -1,13 +1,6 @@
 import type { Change } from '@sluice/changes';
 import type { Identity } from '@sluice/core';
-import {
-  type CatalogTable,
-  compile,
-  type Database,
-  type RequestTransaction,
-  type StatementResult,
-} from '@sluice/db';
-import { sql } from 'kysely';
+import type { CatalogTable, Database, RequestTransaction } from '@sluice/db';
 
 /** "Which of these rows may this identity SELECT now?" for one table. */
 export interface VisibilityCheck {
@@ -30,11 +23,25 @@ export function keyOf(table: CatalogTable, pk: Readonly<Record<string, string | 
   return key;
 }
 
+/** Identities of one role that ask one table about the same rows with the same claims: asked once. */
+interface Lookup {
+  readonly table: CatalogTable;
+  readonly claims: string;
+  /** The rows' key values, row after row, as a text[] literal (one string per distinct list). */
+  readonly keys: string;
+  readonly checks: VisibilityCheck[];
+}
+
+const LOOKUP_SQL =
+  'select claim_index, key from sluice.visible_rows($1::text[], $2::regclass, $3::text[], $4::regtype[], $5::text[])';
+
 /**
  * Runs visibility checks in batches, as DESIGN.md asks: never a query per change per subscriber.
- * Checks are grouped by role into one transaction each; inside it, each identity's claims are set
- * once and each of its tables is asked once, `where pk = any($keys)` — so RLS decides with the
- * subscriber's own role and claims. All statements of a role go out pipelined.
+ * Checks are grouped by role into one transaction each, identities with the same claims and rows
+ * merged; inside it, each table is asked once with sluice.visible_rows, which sets each
+ * identity's claims in turn and looks up only the rows that identity wants, with a plan
+ * PostgreSQL prepares once per connection (see the core migration). RLS decides with the
+ * subscriber's own role and claims, as for a Select.
  */
 export async function checkVisibility(
   db: Database,
@@ -42,100 +49,137 @@ export async function checkVisibility(
   signal: AbortSignal,
   parallelism = 1,
 ): Promise<void> {
-  const byRole = new Map<string, VisibilityCheck[]>();
+  // role -> table -> rows (keys literal) -> claims -> lookup; insertion order keeps equal row
+  // lists together, so a repeated list is sent once.
+  const byRole = new Map<string, Map<CatalogTable, Map<string, Map<string, Lookup>>>>();
+  let previous: readonly Change[] = [];
+  let previousKeys = '';
   for (const check of checks) {
-    const list = byRole.get(check.identity.role);
-    if (list) list.push(check);
-    else byRole.set(check.identity.role, [check]);
+    check.visible = new Set();
+    if (check.changes.length === 0) continue;
+    // Subscribers with the same filters want the same changes: build their literal once.
+    const keys = sameChanges(check.changes, previous)
+      ? previousKeys
+      : keysLiteral(check.table, check.changes);
+    previous = check.changes;
+    previousKeys = keys;
+    const byClaims = entry(entry(entry(byRole, check.identity.role), check.table), keys);
+    const claims = claimsOf(check.identity);
+    const lookup = byClaims.get(claims);
+    if (lookup) lookup.checks.push(check);
+    else byClaims.set(claims, { table: check.table, claims, keys, checks: [check] });
   }
   // Many identities of one role are split over several transactions (connections), so
   // PostgreSQL works on them in parallel instead of one backend running them all in turn.
-  const groups: VisibilityCheck[][] = [];
-  for (const list of byRole.values()) {
+  const groups: Lookup[][] = [];
+  for (const byTable of byRole.values()) {
+    const list: Lookup[] = [];
+    for (const byKeys of byTable.values())
+      for (const byClaims of byKeys.values()) for (const lookup of byClaims.values()) list.push(lookup);
     const size = Math.max(1, Math.ceil(list.length / parallelism));
     for (let i = 0; i < list.length; i += size) groups.push(list.slice(i, i + size));
   }
   await Promise.all(
-    groups.map(async (group) => {
-      const first = group[0] as VisibilityCheck;
-      await db.transaction(
-        { identity: first.identity, readOnly: true, signal, deadline: undefined },
+    groups.map((lookups) =>
+      db.transaction(
+        {
+          identity: ((lookups[0] as Lookup).checks[0] as VisibilityCheck).identity,
+          readOnly: true,
+          signal,
+          deadline: undefined,
+        },
         async (tx) => {
-          const single = new Map<CatalogTable, VisibilityCheck[]>();
-          const composite: VisibilityCheck[] = [];
-          for (const check of group) {
-            if (check.table.primaryKey.length !== 1) composite.push(check);
-            else {
-              const list = single.get(check.table);
-              if (list) list.push(check);
-              else single.set(check.table, [check]);
-            }
-          }
-          const pending: Promise<unknown>[] = [...single].map(([table, checks]) =>
-            lookupMany(tx, table, checks),
-          );
-          // Composite keys (rare): one claims statement and one lookup per identity, pipelined.
-          let claims = JSON.stringify(first.identity.claims);
-          for (const check of composite) {
-            const next = JSON.stringify(check.identity.claims);
-            if (next !== claims) {
-              claims = next;
-              pending.push(
-                tx.query(compile(sql`select set_config('request.jwt.claims', ${sql.val(claims)}, true)`)),
-              );
-            }
-            pending.push(lookup(tx, check));
+          const pending: Promise<void>[] = [];
+          for (let start = 0; start < lookups.length; ) {
+            const table = (lookups[start] as Lookup).table;
+            let end = start + 1;
+            while (end < lookups.length && lookups[end]?.table === table) end++;
+            pending.push(lookupTable(tx, table, lookups.slice(start, end)));
+            start = end;
           }
           await Promise.all(pending);
         },
         { rollback: true },
-      );
-    }),
+      ),
+    ),
   );
 }
 
-/**
- * Every identity of `checks` against one table with a single-column key, in one statement:
- * sluice.visible_keys loops over the claims inside PostgreSQL (see the core migration).
- * Each identity is asked about the union of the keys; it only ever looks at its own.
- */
-async function lookupMany(
-  tx: RequestTransaction,
-  table: CatalogTable,
-  checks: readonly VisibilityCheck[],
-): Promise<void> {
-  const keyName = table.primaryKey[0] as string;
-  const keyColumn = table.columnsByName.get(keyName);
-  const keys = new Set<string>();
-  for (const check of checks) for (const change of check.changes) keys.add(change.pk[keyName] ?? '');
-  const statement = sql`select claim_index, key from sluice.visible_keys(${sql.val(
-    checks.map((c) => JSON.stringify(c.identity.claims)),
-  )}::text[], ${sql.val(`${quoteIdent(table.schema)}.${quoteIdent(table.name)}`)}::regclass, ${sql.val(keyName)}, ${sql.val(
-    keyColumn?.typeSql ?? 'text',
-  )}::regtype, ${sql.val([...keys])}::text[])`;
-  for (const check of checks) check.visible = new Set();
-  const result = await tx.query(compile(statement));
-  for (const [index, key] of result.rows) {
-    checks[Number(index) - 1]?.visible?.add(JSON.stringify([key]));
+/** One statement for every lookup of a table. */
+async function lookupTable(tx: RequestTransaction, table: CatalogTable, lookups: Lookup[]): Promise<void> {
+  const claims: string[] = [];
+  const keys: (string | null)[] = [];
+  for (const [i, lookup] of lookups.entries()) {
+    claims.push(lookup.claims);
+    // null: the same rows as the claims before (equal lists are adjacent, see checkVisibility).
+    keys.push(i > 0 && lookups[i - 1]?.keys === lookup.keys ? null : lookup.keys);
   }
+  const result = await tx.query({
+    sql: LOOKUP_SQL,
+    parameters: [
+      claims,
+      `${quoteIdent(table.schema)}.${quoteIdent(table.name)}`,
+      table.primaryKey,
+      table.primaryKey.map((name) => table.columnsByName.get(name)?.typeSql ?? 'text'),
+      keys,
+    ],
+  });
+  for (const [index, key] of result.rows) {
+    const lookup = lookups[Number(index) - 1];
+    if (!lookup || typeof key !== 'string') continue;
+    // PostgreSQL's JSON, re-serialised so it is exactly keyOf's.
+    const normal = JSON.stringify(JSON.parse(key));
+    for (const check of lookup.checks) check.visible?.add(normal);
+  }
+}
+
+/** The map under `key`, created empty when missing. */
+function entry<K, K2, V>(map: Map<K, Map<K2, V>>, key: K): Map<K2, V> {
+  let inner = map.get(key);
+  if (!inner) {
+    inner = new Map();
+    map.set(key, inner);
+  }
+  return inner;
+}
+
+function sameChanges(a: readonly Change[], b: readonly Change[]): boolean {
+  if (a.length !== b.length) return false;
+  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
+  return true;
+}
+
+const claimsJson = new WeakMap<object, string>();
+
+function claimsOf(identity: Identity): string {
+  let json = claimsJson.get(identity.claims);
+  if (json === undefined) {
+    json = JSON.stringify(identity.claims);
+    claimsJson.set(identity.claims, json);
+  }
+  return json;
+}
+
+const keyElements = new WeakMap<object, string>();
+
+/** The changes' key values, row after row, as a text[] literal. */
+function keysLiteral(table: CatalogTable, changes: readonly Change[]): string {
+  let literal = '{';
+  for (const [i, change] of changes.entries()) {
+    let element = keyElements.get(change.pk);
+    if (element === undefined) {
+      element = table.primaryKey.map((c) => arrayElement(change.pk[c] ?? null)).join(',');
+      keyElements.set(change.pk, element);
+    }
+    literal += i === 0 ? element : `,${element}`;
+  }
+  return `${literal}}`;
+}
+
+function arrayElement(value: string | null): string {
+  return value === null ? 'NULL' : `"${value.replace(/["\\]/g, '\\$&')}"`;
 }
 
 function quoteIdent(name: string): string {
   return `"${name.replaceAll('"', '""')}"`;
-}
-
-async function lookup(tx: RequestTransaction, check: VisibilityCheck): Promise<void> {
-  const { table } = check;
-  const keyColumns = table.primaryKey.map((name) => table.columnsByName.get(name));
-  const arrays = keyColumns.map(
-    (column, i) =>
-      sql`${sql.val(check.changes.map((c) => c.pk[table.primaryKey[i] as string] ?? null))}::${sql.raw(column?.typeSql ?? 'text')}[]`,
-  );
-  const ids = sql.join(table.primaryKey.map((c) => sql.id(c)));
-  const statement =
-    keyColumns.length === 1
-      ? sql`select ${ids} from ${sql.id(table.schema, table.name)} where ${ids} = any(${arrays[0]})`
-      : sql`select ${ids} from ${sql.id(table.schema, table.name)} where (${ids}) in (select * from unnest(${sql.join(arrays)}))`;
-  const result: StatementResult = await tx.query(compile(statement));
-  check.visible = new Set(result.rows.map((row) => JSON.stringify(row.map((v) => v ?? null))));
 }

@@ -65,7 +65,7 @@ async function waitForTitles(s: OpenStream, titles: string[], from = 0): Promise
 
 beforeAll(async () => {
   // DB_POOL_MAX=2: one connection for visibility checks, so every authenticated subscriber is
-  // checked in the same transaction (sluice.visible_keys switching claims between them).
+  // checked in the same transaction (sluice.visible_rows switching claims between them).
   stack = await startEventsStack({ EVENTS_HEARTBEAT_MS: '100', DB_POOL_MAX: '2' });
   admin = new pg.Client({ connectionString: stack.db.url });
   await admin.connect();

@@ -1,0 +1,1 @@
+drop function sluice.visible_rows(text[], regclass, text[], regtype[], text[]);

@@ -1,0 +1,97 @@
+-- Sluice core: batched Row Level Security checks with a cached plan per table.
+--
+-- sluice.visible_keys (000005) runs its lookup with EXECUTE, which parses and plans it afresh
+-- for every claims document: with a table's policies (and their initplans) planning cost more
+-- than the lookup itself. This function prepares the lookup once per session and table (a
+-- session-level prepared statement, named after its text) and executes it for each claims
+-- document. RLS stays exact: PostgreSQL replans a cached plan when the current role differs
+-- from the one it was planned for, re-checks privileges on every execution, and initplans
+-- (auth.uid(), membership arrays) are evaluated per execution, i.e. per claims document.
+-- It also takes composite keys and a key list per claims document, so each subscriber is asked
+-- only about the rows it wants (null: the same rows as the document before, sent once).
+
+create function sluice.visible_rows(
+  claims text[],
+  target regclass,
+  key_columns text[],
+  key_types regtype[],
+  keys text[]
+) returns table (claim_index integer, key text)
+language plpgsql
+security invoker
+-- With a custom plan per execution the lookup would be planned for every claims document again
+-- whenever a few keys make the custom plans look cheaper than the generic one.
+set plan_cache_mode = force_generic_plan
+as $$
+declare
+  width integer := coalesce(array_length(key_columns, 1), 0);
+  relation text;
+  texts text;
+  columns text;
+  unnests text;
+  first_array text;
+  params text;
+  lookup text;
+  prepared text;
+  arguments text;
+  empty boolean;
+  i integer;
+begin
+  if width = 0 or width <> coalesce(array_length(key_types, 1), 0)
+    or coalesce(array_length(keys, 1), 0) <> coalesce(array_length(claims, 1), 0) then
+    raise exception 'sluice.visible_rows: key_columns, key_types and keys do not match'
+      using errcode = 'invalid_parameter_value';
+  end if;
+  for i in 1 .. width loop
+    if not pg_catalog.has_column_privilege(target, key_columns[i], 'SELECT') then
+      raise exception 'permission denied for table %', target using errcode = 'insufficient_privilege';
+    end if;
+  end loop;
+  -- Names resolved now and written schema-qualified, so the prepared text means the same
+  -- table and types whatever the search_path when PostgreSQL re-analyses it (after DDL).
+  select format('%I.%I', ns.nspname, cl.relname) into relation
+  from pg_catalog.pg_class cl join pg_catalog.pg_namespace ns on ns.oid = cl.relnamespace
+  where cl.oid = target;
+  select string_agg(format('t.%I::text', c.name), ', ' order by c.n),
+    string_agg(format('t.%I', c.name), ', ' order by c.n),
+    string_agg(format('pg_catalog.unnest($%s::%I.%I[])', c.n + 1, tns.nspname, ty.typname), ', ' order by c.n),
+    min(format('$2::%I.%I[]', tns.nspname, ty.typname)), -- the one column's, when width = 1
+    string_agg('text[]', ', ' order by c.n)
+    into texts, columns, unnests, first_array, params
+  from unnest(key_columns, key_types) with ordinality as c(name, type, n)
+    join pg_catalog.pg_type ty on ty.oid = c.type
+    join pg_catalog.pg_namespace tns on tns.oid = ty.typnamespace;
+  lookup := format('select $1, pg_catalog.to_json(array[%s])::text from %s t where %s', texts, relation,
+    case when width = 1 then format('%s = any (%s)', columns, first_array)
+    else format('(%s) in (select * from rows from (%s))', columns, unnests) end);
+  prepared := 'sluice_visible_' || md5(lookup);
+  if not exists (select from pg_catalog.pg_prepared_statements s where s.name = prepared) then
+    execute format('prepare %I(integer, %s) as %s', prepared, params, lookup);
+  end if;
+  for i in 1 .. coalesce(array_length(claims, 1), 0) loop
+    -- keys[i]: the rows claims[i] asks about, their key values row after row as one text[]
+    -- literal; null for the same rows as claims[i - 1].
+    if keys[i] is not null then
+      if width = 1 then
+        arguments := pg_catalog.quote_literal(keys[i]);
+      else
+        arguments := (
+          select string_agg(pg_catalog.quote_literal(array(
+            select k.v from unnest(keys[i]::text[]) with ordinality as k(v, n) where k.n % width = c % width
+            order by k.n)::text), ', ' order by c)
+          from generate_series(1, width) c);
+      end if;
+      empty := keys[i] = '{}';
+    end if;
+    continue when arguments is null or empty;
+    perform pg_catalog.set_config('request.jwt.claims', claims[i], true);
+    return query execute format('execute %I(%s, %s)', prepared, i, arguments);
+  end loop;
+end
+$$;
+comment on function sluice.visible_rows(text[], regclass, text[], regtype[], text[]) is
+  'Sluice: for each claims document claims[i], which of the rows keys[i] (a text[] literal of their key values, row after row; null: those of claims[i - 1]) the current role can SELECT from `target` under those claims; key is the JSON array of the key columns'' text values.';
+
+revoke all on function sluice.visible_rows(text[], regclass, text[], regtype[], text[]) from public;
+grant execute on function sluice.visible_rows(text[], regclass, text[], regtype[], text[])
+  to anon, authenticated, service_role;
