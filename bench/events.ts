@@ -28,6 +28,8 @@ export interface EventsBenchOptions {
   readonly channels: number;
   /** After the writer stops, how long to wait for the last deliveries before counting drops. */
   readonly drainSeconds: number;
+  /** Each delivery step first writes at its rate this long without counting (JIT, caches, pools). */
+  readonly warmupSeconds: number;
   /** Capture cost: measured seconds per table (split over interleaved rounds) and writers. */
   readonly captureSeconds: number;
   readonly captureConcurrency: number;
@@ -63,6 +65,7 @@ const DEFAULTS: EventsBenchOptions = {
   membersPerTenant: 20,
   channels: 10,
   drainSeconds: 5,
+  warmupSeconds: 3,
   captureSeconds: 5,
   captureConcurrency: 8,
   serverNodeFlags: [],
@@ -139,7 +142,7 @@ export async function runEventsBench(
         writer,
         tracker,
         stream,
-        { rate: options.latencyRate, seconds: options.latencySeconds, drainSeconds: options.drainSeconds },
+        { ...stepShape(options), rate: options.latencyRate, seconds: options.latencySeconds },
         () => ({ tenant: ACME, author: ALICE }),
         cpu(),
       );
@@ -182,7 +185,7 @@ export async function runEventsBench(
           writer,
           tracker,
           subscribers,
-          { rate: options.fanoutRate, seconds: options.fanoutSeconds, drainSeconds: options.drainSeconds },
+          { ...stepShape(options), rate: options.fanoutRate, seconds: options.fanoutSeconds },
           row,
           cpu(),
         );
@@ -201,7 +204,7 @@ export async function runEventsBench(
           writer,
           tracker,
           subscribers,
-          { rate: options.stretchRate, seconds: options.stretchSeconds, drainSeconds: options.drainSeconds },
+          { ...stepShape(options), rate: options.stretchRate, seconds: options.stretchSeconds },
           row,
           cpu(),
         );
@@ -512,12 +515,23 @@ interface StepResult {
   readonly benchLoopP99Ms: number;
 }
 
+interface StepShape {
+  readonly rate: number;
+  readonly seconds: number;
+  readonly drainSeconds: number;
+  readonly warmupSeconds: number;
+}
+
+function stepShape(options: EventsBenchOptions): Pick<StepShape, 'drainSeconds' | 'warmupSeconds'> {
+  return { drainSeconds: options.drainSeconds, warmupSeconds: options.warmupSeconds };
+}
+
 async function runStep(
   name: string,
   writer: pg.Pool,
   tracker: DeliveryTracker,
   subscribers: Subscribers,
-  shape: { rate: number; seconds: number; drainSeconds: number },
+  shape: StepShape,
   row: (i: number) => TenantAuthor,
   cpu: CpuSampler,
 ): Promise<StepResult> {
@@ -532,16 +546,29 @@ async function runStep(
   const loop = monitorEventLoopDelay({ resolution: 10 });
   loop.enable();
 
-  const total = Math.max(1, Math.round(shape.rate * shape.seconds));
-  const start = performance.now();
+  // Warm-up writes go out at the same rate first; their deliveries are not counted.
+  const warmup = Math.round(shape.rate * shape.warmupSeconds);
+  const warmStats: StepStats = { latencies: [] };
+  const total = warmup + Math.max(1, Math.round(shape.rate * shape.seconds));
+  const begin = performance.now();
+  let start = begin;
   const inFlight = new Set<Promise<void>>();
   for (let i = 0; i < total; i++) {
-    const wait = start + (i * 1000) / shape.rate - performance.now();
+    const wait = begin + (i * 1000) / shape.rate - performance.now();
     if (wait >= 1) await sleep(wait);
+    if (i === warmup) {
+      start = performance.now();
+      loop.reset();
+    }
+    const counted = i >= warmup;
     const { tenant, author } = row(i);
     const write: Promise<void> = writer.query(INSERT_POST, [tenant, author, `${name} ${i}`]).then(
       (result) => {
         const at = performance.now();
+        if (!counted) {
+          tracker.committed(String(result.rows[0]?.id), at, warmStats);
+          return;
+        }
         committed += 1;
         expected += membersOf.get(tenant) ?? 0;
         tracker.committed(String(result.rows[0]?.id), at, stats);
@@ -624,7 +651,8 @@ function printSteps(steps: readonly StepResult[]): void {
     ]),
   );
   console.log(
-    '  (CPU: % of one core over the step incl. drain; latency = COMMIT resolved in the writer → event decoded here)',
+    '  (CPU: % of one core over the step incl. warm-up and drain; latency = COMMIT resolved in the writer → event decoded here,\n' +
+      '   counted after a warm-up at the same rate: BENCH_WARMUP_SECONDS, default 3)',
   );
 }
 

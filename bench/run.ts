@@ -39,6 +39,7 @@ const PARTS: Record<string, Part> = {
       stretchSeconds: env.BENCH_STRETCH_SECONDS === '0' ? 0 : seconds('BENCH_STRETCH_SECONDS', 15),
       stretchRate: seconds('BENCH_STRETCH_RATE', 500),
       drainSeconds: seconds('BENCH_DRAIN_SECONDS', 5),
+      warmupSeconds: env.BENCH_WARMUP_SECONDS === '0' ? 0 : seconds('BENCH_WARMUP_SECONDS', 3),
       captureSeconds: seconds('BENCH_CAPTURE_SECONDS', 5),
       serverNodeFlags: (env.BENCH_EVENTS_NODE_FLAGS ?? '').split(/\s+/).filter(Boolean),
       only: (env.BENCH_EVENTS_STEPS ?? '').split(',').filter(Boolean),

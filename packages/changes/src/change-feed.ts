@@ -147,19 +147,22 @@ export class ChangeFeed {
     const { pool, batchSize, pollIntervalMs, logger } = this.#options;
     let waitingDelay = WAITING_MIN_MS;
     let errorDelay = RECONNECT_MIN_MS;
+    const probing = this.#options.probeIntervalMs > 0;
     let seen: string | undefined;
     while (!this.#closed) {
       this.#wakePending = false;
       let delay = pollIntervalMs;
+      let read = false;
       try {
         let waiting = false;
-        // Taken before the read: a transaction ending after it changes the next probe's answer.
-        seen = await this.#probe();
         for (;;) {
           const result = await readChangesDetailed(pool, this.#head, batchSize, { logger });
           const { batch } = result;
+          // The probe's reference: a transaction ending after the read's start changes it.
+          if (probing) seen ??= result.snapshotBefore;
           const advanced = comparePositions(batch.until, this.#head) !== 0;
           this.#head = batch.until;
+          read ||= batch.changes.length > 0;
           if (batch.changes.length > 0 || advanced) await this.#deliver(batch);
           if (!result.full || this.#closed) {
             waiting = result.waiting;
@@ -177,9 +180,14 @@ export class ChangeFeed {
         logger.warn({ err: error }, 'change feed: reading the change log failed; retrying');
         delay = Math.min(errorDelay, pollIntervalMs);
         errorDelay = Math.min(errorDelay * 2, RECONNECT_MAX_MS);
+      }
+      // Changes came while the listeners worked on the last ones, most likely: read again now.
+      if (read && probing) {
         seen = undefined;
+        continue;
       }
       await this.#waitForChanges(delay, seen);
+      seen = undefined;
     }
   }
 

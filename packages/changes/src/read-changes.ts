@@ -60,13 +60,15 @@ export interface ReadResult {
   readonly full: boolean;
   /** Another session was appending a window: its changes are about to be readable. */
   readonly waiting: boolean;
+  /** pg_current_snapshot() as text, taken just before the read (when `append` was on). */
+  readonly snapshotBefore: string | undefined;
 }
 
 // Windows looked at per read: bounds the rows one read sorts (each window gives at most `limit`).
 const WINDOWS_PER_READ = 16;
 
 // sluice.append_change_window returns -1 when another session holds the append lock.
-const APPEND_SQL = `select sluice.append_change_window()::text as seq`;
+const APPEND_SQL = `select sluice.append_change_window()::text as seq, pg_catalog.pg_current_snapshot()::text as snap`;
 
 const PURGED_SQL = `select window_seq::text, last_id::text from sluice.change_log_purged`;
 
@@ -209,7 +211,7 @@ async function readOnce(
     const cover = after.cover;
     // The append commits on its own before the read's snapshot is taken, so the read sees it.
     const [appended, , purged, read] = await Promise.all([
-      append ? client.query<{ seq: string | null }>(APPEND_SQL) : undefined,
+      append ? client.query<{ seq: string | null; snap: string }>(APPEND_SQL) : undefined,
       client.query('begin isolation level repeatable read read only'),
       client.query<{ window_seq: string | null; last_id: string | null }>(PURGED_SQL),
       client.query<LogRow>({
@@ -301,6 +303,7 @@ async function readOnce(
       batch: { changes, until: withCover(after, reached) },
       full,
       waiting: appended?.rows[0]?.seq === '-1',
+      snapshotBefore: appended?.rows[0]?.snap,
     };
   } catch (error) {
     broken = error as Error;
