@@ -153,6 +153,7 @@ export class ChangeFeed {
       this.#wakePending = false;
       let delay = pollIntervalMs;
       let read = false;
+      const started = Date.now();
       try {
         let waiting = false;
         for (;;) {
@@ -181,8 +182,9 @@ export class ChangeFeed {
         delay = Math.min(errorDelay, pollIntervalMs);
         errorDelay = Math.min(errorDelay * 2, RECONNECT_MAX_MS);
       }
-      // Changes came while the listeners worked on the last ones, most likely: read again now.
-      if (read && probing) {
+      // After a read with changes whose listeners took longer than a probe interval, more changes
+      // have most likely come meanwhile: read again at once rather than wait for the probe.
+      if (read && probing && Date.now() - started >= this.#options.probeIntervalMs) {
         seen = undefined;
         continue;
       }

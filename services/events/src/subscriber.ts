@@ -66,9 +66,8 @@ export class Subscriber {
   wants(change: Change): TableSubscription | undefined {
     if (this.closed || comparePositions(change.position, this.position) <= 0) return undefined;
     if (isCovered(this.position, change.position.window, change.xid)) return undefined;
-    const sub = this.tables.get(`${change.schema}.${change.table}`);
+    const sub = this.tables.get(tableKey(change));
     if (!sub?.operations.has(change.op)) return undefined;
-    if (!sub) return undefined;
     if (sub.filter === undefined) return sub;
     return sub.matches(rowInTableOrder(change, sub.table)) ? sub : undefined;
   }
@@ -76,7 +75,7 @@ export class Subscriber {
   /** Queues a change event; on overflow the stream ends with RESOURCE_EXHAUSTED. */
   deliver(change: Change, sub: TableSubscription): void {
     const position = this.advance(change.position);
-    const event = this.toEvent(change, sub, position);
+    const event = this.sharedEvent(change, sub, position);
     const bytes = 256 + change.record.reduce((n, v) => n + (v?.length ?? 0), 0);
     if (!this.queue.push({ message: { $case: 'change', value: event } }, bytes)) this.overflow();
   }
@@ -124,6 +123,26 @@ export class Subscriber {
     );
   }
 
+  /**
+   * The event for this stream, shared with every other stream that would build the same one
+   * (same position, columns and RLS treatment): a change fans out to many streams, and decoding
+   * its row once is what keeps a batch's delivery cheap.
+   */
+  private sharedEvent(change: Change, sub: TableSubscription, position: string): events.ChangeEvent {
+    let byShape = sharedEvents.get(change);
+    if (!byShape) {
+      byShape = new Map();
+      sharedEvents.set(change, byShape);
+    }
+    const shape = `${this.bypassesRls ? 's' : 'r'}|${projectionKey(sub)}|${position}`;
+    let event = byShape.get(shape);
+    if (!event) {
+      event = this.toEvent(change, sub, position);
+      byShape.set(shape, event);
+    }
+    return event;
+  }
+
   private toEvent(change: Change, sub: TableSubscription, position: string): events.ChangeEvent {
     const types = this.types();
     const keysOnly = change.op === 'DELETE' && !this.bypassesRls;
@@ -155,6 +174,32 @@ export class Subscriber {
       traceId: change.traceId ?? '',
     };
   }
+}
+
+const sharedEvents = new WeakMap<Change, Map<string, events.ChangeEvent>>();
+
+const projectionKeys = new WeakMap<TableSubscription, string>();
+
+/** The projected columns' names, as one string (equal for subscriptions asking the same columns). */
+function projectionKey(sub: TableSubscription): string {
+  let key = projectionKeys.get(sub);
+  if (key === undefined) {
+    key = JSON.stringify(sub.projection.map((c) => [c.name, c.typeOid]));
+    projectionKeys.set(sub, key);
+  }
+  return key;
+}
+
+const tableKeys = new WeakMap<Change, string>();
+
+/** "schema.table" of a change, built once per change (every subscriber asks). */
+function tableKey(change: Change): string {
+  let key = tableKeys.get(change);
+  if (key === undefined) {
+    key = `${change.schema}.${change.table}`;
+    tableKeys.set(change, key);
+  }
+  return key;
 }
 
 // Every subscriber receiving a change sends the same position: sign it once.
