@@ -38,6 +38,8 @@ export interface TablePrivileges {
 }
 
 export interface CatalogTable {
+  /** pg_class oid (changes when the table is dropped and created again). */
+  readonly oid: number;
   readonly schema: string;
   readonly name: string;
   readonly isView: boolean;
@@ -233,6 +235,7 @@ export async function loadCatalog(
         privileges: byRole<ColumnPrivileges>(c.privileges),
       }));
       return {
+        oid: t.oid,
         schema: t.schema,
         name: t.name,
         isView: t.is_view,

@@ -114,16 +114,24 @@ async function lookupTable(tx: RequestTransaction, table: CatalogTable, lookups:
     // null: the same rows as the claims before (equal lists are adjacent, see checkVisibility).
     keys.push(i > 0 && lookups[i - 1]?.keys === lookup.keys ? null : lookup.keys);
   }
-  const result = await tx.query({
-    sql: LOOKUP_SQL,
-    parameters: [
-      claims,
-      `${quoteIdent(table.schema)}.${quoteIdent(table.name)}`,
-      table.primaryKey,
-      table.primaryKey.map((name) => table.columnsByName.get(name)?.typeSql ?? 'text'),
-      keys,
-    ],
-  });
+  // A single-column key has a lookup function of its own (created by sluice.enable_changes,
+  // core migration 000009); the name is built from the catalog's oid, never from a request.
+  const result =
+    table.primaryKey.length === 1
+      ? await tx.query({
+          sql: `select claim_index, key from sluice.visible_rows_${Math.trunc(table.oid)}($1::text[], $2::text[])`,
+          parameters: [claims, keys],
+        })
+      : await tx.query({
+          sql: LOOKUP_SQL,
+          parameters: [
+            claims,
+            `${quoteIdent(table.schema)}.${quoteIdent(table.name)}`,
+            table.primaryKey,
+            table.primaryKey.map((name) => table.columnsByName.get(name)?.typeSql ?? 'text'),
+            keys,
+          ],
+        });
   for (const [index, key] of result.rows) {
     const lookup = lookups[Number(index) - 1];
     if (!lookup || typeof key !== 'string') continue;

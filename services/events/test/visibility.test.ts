@@ -2,7 +2,8 @@ import { createTestDatabase, type TestDatabase, USERS } from '@sluice/testing';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
-// sluice.visible_rows (core migration 000007) must answer exactly what a plain SELECT under each
+// sluice.visible_rows (core migration 000007) and the per-table lookups sluice.enable_changes
+// creates (000009) must answer exactly what a plain SELECT under each
 // claims document answers, whatever the number of claims, key columns or roles in the session.
 
 let db: TestDatabase;
@@ -46,11 +47,22 @@ async function visibleRows(
   columns: string[],
   types: string[],
   keys: (string | null)[],
+  via: 'generic' | 'per-table' = 'generic',
 ): Promise<string[][]> {
-  const r = await client.query<{ claim_index: number; key: string }>(
-    'select claim_index, key from sluice.visible_rows($1::text[], $2::regclass, $3::text[], $4::regtype[], $5::text[])',
-    [claims, table, columns, types, keys],
-  );
+  let r: pg.QueryResult<{ claim_index: number; key: string }>;
+  if (via === 'per-table') {
+    const oid = (await client.query<{ oid: string }>('select $1::regclass::oid::text as oid', [table]))
+      .rows[0]?.oid;
+    r = await client.query(
+      `select claim_index, key from sluice.visible_rows_${oid}($1::text[], $2::text[])`,
+      [claims, keys],
+    );
+  } else {
+    r = await client.query(
+      'select claim_index, key from sluice.visible_rows($1::text[], $2::regclass, $3::text[], $4::regtype[], $5::text[])',
+      [claims, table, columns, types, keys],
+    );
+  }
   const out = claims.map(() => [] as string[]);
   for (const row of r.rows) out[row.claim_index - 1]?.push(JSON.stringify(JSON.parse(row.key)));
   return out.map((list) => list.sort());
@@ -59,55 +71,60 @@ async function visibleRows(
 const literal = (values: string[]) => `{${values.map((v) => `"${v.replace(/["\\]/g, '\\$&')}"`).join(',')}}`;
 
 describe('sluice.visible_rows', () => {
-  it('answers like a SELECT under each claims document (single-column key; null repeats the keys)', async () => {
-    const admin = new pg.Client({ connectionString: db.url });
-    await admin.connect();
-    const all = (await admin.query<{ id: string }>('select id::text from public.posts order by id')).rows.map(
-      (r) => r.id,
-    );
-    await admin.end();
-    expect(all.length).toBeGreaterThan(1);
-    const keys = [...all, '999999'];
-    await as('authenticated', async () => {
-      const got = await visibleRows(
-        CLAIMS,
-        'public.posts',
-        ['id'],
-        ['bigint'],
-        [literal(keys), null, null, null],
-      );
-      for (const [i, claims] of CLAIMS.entries()) {
-        const want = await selectable(
-          claims,
-          'select json_build_array(id::text)::text as key from public.posts where id = any ($1::bigint[])',
-          [keys],
+  it.each(['generic', 'per-table'] as const)(
+    '%s: answers like a SELECT under each claims document (single-column key; null repeats the keys)',
+    async (via) => {
+      const admin = new pg.Client({ connectionString: db.url });
+      await admin.connect();
+      const all = (
+        await admin.query<{ id: string }>('select id::text from public.posts order by id')
+      ).rows.map((r) => r.id);
+      await admin.end();
+      expect(all.length).toBeGreaterThan(1);
+      const keys = [...all, '999999'];
+      await as('authenticated', async () => {
+        const got = await visibleRows(
+          CLAIMS,
+          'public.posts',
+          ['id'],
+          ['bigint'],
+          [literal(keys), null, null, null],
+          via,
         );
-        expect(got[i]).toEqual(want.map((k) => JSON.stringify(JSON.parse(k))));
-      }
-      // Alice (Acme) and Bob (Globex) see different rows, so the claims really changed per document.
-      expect(got[0]).not.toEqual(got[1]);
-      // Each document may ask about its own rows.
-      const own = await visibleRows(
-        CLAIMS.slice(0, 2),
-        'public.posts',
-        ['id'],
-        ['bigint'],
-        [literal(all.slice(0, 1)), '{}'],
-      );
-      expect(own[1]).toEqual([]);
-      expect(own[0]?.every((k) => got[0]?.includes(k))).toBe(true);
-    });
-    // The same session's prepared lookup, now under anon: replanned for the role (published only).
-    await as('anon', async () => {
-      const got = await visibleRows(['{}'], 'public.posts', ['id'], ['bigint'], [literal(all)]);
-      const want = await selectable(
-        '{}',
-        'select json_build_array(id::text)::text as key from public.posts where id = any ($1::bigint[])',
-        [all],
-      );
-      expect(got[0]).toEqual(want.map((k) => JSON.stringify(JSON.parse(k))));
-    });
-  });
+        for (const [i, claims] of CLAIMS.entries()) {
+          const want = await selectable(
+            claims,
+            'select json_build_array(id::text)::text as key from public.posts where id = any ($1::bigint[])',
+            [keys],
+          );
+          expect(got[i]).toEqual(want.map((k) => JSON.stringify(JSON.parse(k))));
+        }
+        // Alice (Acme) and Bob (Globex) see different rows, so the claims really changed per document.
+        expect(got[0]).not.toEqual(got[1]);
+        // Each document may ask about its own rows.
+        const own = await visibleRows(
+          CLAIMS.slice(0, 2),
+          'public.posts',
+          ['id'],
+          ['bigint'],
+          [literal(all.slice(0, 1)), '{}'],
+          via,
+        );
+        expect(own[1]).toEqual([]);
+        expect(own[0]?.every((k) => got[0]?.includes(k))).toBe(true);
+      });
+      // The same session's prepared lookup, now under anon: replanned for the role (published only).
+      await as('anon', async () => {
+        const got = await visibleRows(['{}'], 'public.posts', ['id'], ['bigint'], [literal(all)], via);
+        const want = await selectable(
+          '{}',
+          'select json_build_array(id::text)::text as key from public.posts where id = any ($1::bigint[])',
+          [all],
+        );
+        expect(got[0]).toEqual(want.map((k) => JSON.stringify(JSON.parse(k))));
+      });
+    },
+  );
 
   it('takes composite keys', async () => {
     const admin = new pg.Client({ connectionString: db.url });
@@ -153,5 +170,31 @@ describe('sluice.visible_rows', () => {
     await expect(
       as('authenticated', () => visibleRows(CLAIMS, 'public.posts', ['id'], ['bigint'], ['{1}'])),
     ).rejects.toMatchObject({ code: '22023' });
+  });
+
+  it('enable_changes creates the per-table lookup (single-column keys only), disable_changes drops it', async () => {
+    const admin = new pg.Client({ connectionString: db.url });
+    await admin.connect();
+    try {
+      await admin.query('create table public.lookup_probe (id int primary key, v text)');
+      await admin.query('create table public.lookup_pair (a int, b int, primary key (a, b))');
+      const exists = async (table: string) =>
+        (
+          await admin.query<{ ok: boolean }>(
+            `select to_regprocedure('sluice.visible_rows_' || $1::regclass::oid || '(text[], text[])') is not null as ok`,
+            [table],
+          )
+        ).rows[0]?.ok;
+      expect(await exists('public.lookup_probe')).toBe(false);
+      await admin.query(
+        `select sluice.enable_changes('public.lookup_probe'), sluice.enable_changes('public.lookup_pair')`,
+      );
+      expect(await exists('public.lookup_probe')).toBe(true);
+      expect(await exists('public.lookup_pair')).toBe(false);
+      await admin.query(`select sluice.disable_changes('public.lookup_probe')`);
+      expect(await exists('public.lookup_probe')).toBe(false);
+    } finally {
+      await admin.end();
+    }
   });
 });
