@@ -20,8 +20,11 @@ create function sluice.visible_rows(
 language plpgsql
 security invoker
 -- With a custom plan per execution the lookup would be planned for every claims document again
--- whenever a few keys make the custom plans look cheaper than the generic one.
+-- whenever a few keys make the custom plans look cheaper than the generic one. The generic plan
+-- lives as long as the session: planned while the table was small it would be a sequential scan
+-- and stay one as the table grows, so sequential scans are off for the lookup.
 set plan_cache_mode = force_generic_plan
+set enable_seqscan = off
 as $$
 declare
   width integer := coalesce(array_length(key_columns, 1), 0);

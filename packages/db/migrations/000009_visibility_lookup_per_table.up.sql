@@ -38,8 +38,11 @@ begin
     returns table (claim_index integer, key text)
     language plpgsql
     security invoker
-    -- A few keys would otherwise make PostgreSQL plan each run afresh (custom plans).
+    -- A few keys would otherwise make PostgreSQL plan each run afresh (custom plans). The one
+    -- generic plan lives as long as the session: planned while the table was small it would be a
+    -- sequential scan, and stay one as the table grows — a key lookup must use the index.
     set plan_cache_mode = force_generic_plan
+    set enable_seqscan = off
     as $body$
     declare
       wanted %2$s[];

@@ -197,4 +197,18 @@ describe('sluice.visible_rows', () => {
       await admin.end();
     }
   });
+
+  it('pins the lookups to a generic plan without sequential scans (a plan cached while a table was small must not scan it)', async () => {
+    const { rows } = await client.query<{ name: string; config: string[] }>(
+      `select p.proname as name, p.proconfig as config from pg_catalog.pg_proc p
+        where p.pronamespace = 'sluice'::regnamespace
+          and (p.proname = 'visible_rows' or p.proname = 'visible_rows_' || 'public.posts'::regclass::oid)`,
+    );
+    expect(rows).toHaveLength(2);
+    for (const row of rows) {
+      expect(row.config).toEqual(
+        expect.arrayContaining(['plan_cache_mode=force_generic_plan', 'enable_seqscan=off']),
+      );
+    }
+  });
 });
