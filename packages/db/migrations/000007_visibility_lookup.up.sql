@@ -98,3 +98,73 @@ comment on function sluice.visible_rows(text[], regclass, text[], regtype[], tex
 revoke all on function sluice.visible_rows(text[], regclass, text[], regtype[], text[]) from public;
 grant execute on function sluice.visible_rows(text[], regclass, text[], regtype[], text[])
   to anon, authenticated, service_role;
+
+-- Tables with a single-column key also get a static lookup function of their own (created by
+-- sluice.enable_changes, 000008): a PL/pgSQL function with the lookup written out keeps its plan
+-- for the session and runs it directly, sparing the EXECUTE of the prepared statement (about
+-- 15-25 µs per subscriber and batch). sluice.visible_rows_<table oid>(claims, keys) takes the
+-- same arguments and gives the same results as visible_rows; SECURITY INVOKER, so RLS applies to
+-- the caller's role and claims exactly as for a Select. The events service calls it when the
+-- table has a single-column key and visible_rows otherwise.
+
+create function sluice.create_visibility_lookup(target regclass) returns void
+language plpgsql
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+  key_column text;
+  key_type text;
+  relation text;
+  fname text := 'visible_rows_' || target::oid;
+begin
+  select a.attname, format('%I.%I', tn.nspname, ty.typname), format('%I.%I', n.nspname, c.relname)
+    into key_column, key_type, relation
+    from pg_index i
+    join pg_class c on c.oid = i.indrelid
+    join pg_namespace n on n.oid = c.relnamespace
+    join pg_attribute a on a.attrelid = i.indrelid and a.attnum = i.indkey[0]
+    join pg_type ty on ty.oid = a.atttypid
+    join pg_namespace tn on tn.oid = ty.typnamespace
+   where i.indrelid = target and i.indisprimary and i.indnkeyatts = 1;
+  if pg_catalog.to_regprocedure(format('sluice.%I(text[], text[])', fname)) is not null then
+    execute format('drop function sluice.%I(text[], text[])', fname);
+  end if;
+  if key_column is null then
+    return; -- composite key: visible_rows serves it
+  end if;
+  execute format($f$
+    create function sluice.%1$I(claims text[], keys text[])
+    returns table (claim_index integer, key text)
+    language plpgsql
+    security invoker
+    -- A few keys would otherwise make PostgreSQL plan each run afresh (custom plans). The one
+    -- generic plan lives as long as the session: planned while the table was small it would be a
+    -- sequential scan, and stay one as the table grows — a key lookup must use the index.
+    set plan_cache_mode = force_generic_plan
+    set enable_seqscan = off
+    as $body$
+    declare
+      wanted %2$s[];
+      i integer;
+    begin
+      for i in 1 .. coalesce(pg_catalog.array_length(claims, 1), 0) loop
+        -- keys[i]: a text[] literal of the rows claims[i] asks about; null: those of claims[i - 1].
+        if keys[i] is not null then
+          wanted := keys[i]::%2$s[];
+        end if;
+        continue when wanted is null or pg_catalog.cardinality(wanted) = 0;
+        perform pg_catalog.set_config('request.jwt.claims', claims[i], true);
+        return query
+          select i, pg_catalog.to_json(array[t.%3$I::text])::text from %4$s t where t.%3$I = any (wanted);
+      end loop;
+    end
+    $body$
+  $f$, fname, key_type, key_column, relation);
+  execute format('comment on function sluice.%I(text[], text[]) is %L', fname,
+    format('Sluice: sluice.visible_rows for %s, with the lookup written out (created by sluice.enable_changes).', relation));
+  execute format('revoke all on function sluice.%I(text[], text[]) from public', fname);
+  execute format('grant execute on function sluice.%I(text[], text[]) to anon, authenticated, service_role', fname);
+end
+$$;
+comment on function sluice.create_visibility_lookup(regclass) is 'Sluice: (re)creates sluice.visible_rows_<oid> for a table with a single-column primary key; drops it otherwise.';
+revoke execute on function sluice.create_visibility_lookup(regclass) from public;

@@ -41,3 +41,28 @@ end
 $$;
 comment on function sluice.enable_changes(regclass) is 'Captures the table''s changes into sluice.change_log (idempotent; re-run after changing its primary key).';
 revoke execute on function sluice.enable_changes(regclass) from public;
+
+create or replace function sluice.disable_changes(target regclass) returns void
+language plpgsql
+set search_path = pg_catalog, pg_temp
+as $$
+begin
+  execute format('drop trigger if exists sluice_capture_change on %s', target);
+  execute format('drop trigger if exists sluice_notify_changes on %s', target);
+end
+$$;
+
+do $$
+declare
+  f record;
+begin
+  for f in
+    select p.oid::regprocedure as fn
+      from pg_catalog.pg_proc p
+      join pg_catalog.pg_namespace n on n.oid = p.pronamespace
+     where n.nspname = 'sluice' and p.proname ~ '^visible_rows_[0-9]+$'
+  loop
+    execute format('drop function %s', f.fn);
+  end loop;
+end
+$$;

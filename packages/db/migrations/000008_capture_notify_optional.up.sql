@@ -1,4 +1,5 @@
--- Sluice core: NOTIFY becomes optional for captured tables, off by default.
+-- Sluice core: NOTIFY becomes optional for captured tables, off by default; enable_changes also
+-- creates the table's RLS lookup function (sluice.create_visibility_lookup, 000007).
 --
 -- The statement trigger's pg_notify costs every writing transaction a turn on PostgreSQL's
 -- global notification queue lock at commit — measured at about a fifth of single-row insert
@@ -45,12 +46,26 @@ begin
       'for each statement execute function sluice.notify_changes()',
       target);
   end if;
+  perform sluice.create_visibility_lookup(target);
 end
 $$;
 comment on function sluice.enable_changes(regclass, boolean) is 'Captures the table''s changes into sluice.change_log (idempotent; re-run after changing its primary key). notify => true also sends NOTIFY sluice_changes at commit (a wake-up for readers that do not probe).';
 revoke execute on function sluice.enable_changes(regclass, boolean) from public;
 
--- Tables captured so far keep capturing, without the commit-time NOTIFY.
+create or replace function sluice.disable_changes(target regclass) returns void
+language plpgsql
+set search_path = pg_catalog, pg_temp
+as $$
+begin
+  execute format('drop trigger if exists sluice_capture_change on %s', target);
+  execute format('drop trigger if exists sluice_notify_changes on %s', target);
+  if pg_catalog.to_regprocedure(format('sluice.%I(text[], text[])', 'visible_rows_' || target::oid)) is not null then
+    execute format('drop function sluice.%I(text[], text[])', 'visible_rows_' || target::oid);
+  end if;
+end
+$$;
+
+-- Tables captured so far keep capturing, without the commit-time NOTIFY, and get their lookup.
 do $$
 declare
   t record;
@@ -62,6 +77,14 @@ begin
      where g.tgname = 'sluice_notify_changes' and g.tgfoid = 'sluice.notify_changes()'::regprocedure
   loop
     execute format('drop trigger sluice_notify_changes on %s', t.target);
+  end loop;
+  for t in
+    select c.oid::regclass as target
+      from pg_catalog.pg_trigger g
+      join pg_catalog.pg_class c on c.oid = g.tgrelid
+     where g.tgname = 'sluice_capture_change' and g.tgfoid = 'sluice.capture_change()'::regprocedure
+  loop
+    perform sluice.create_visibility_lookup(t.target);
   end loop;
 end
 $$;

@@ -115,7 +115,7 @@ async function lookupTable(tx: RequestTransaction, table: CatalogTable, lookups:
     keys.push(i > 0 && lookups[i - 1]?.keys === lookup.keys ? null : lookup.keys);
   }
   // A single-column key has a lookup function of its own (created by sluice.enable_changes,
-  // core migration 000009); the name is built from the catalog's oid, never from a request.
+  // core migrations 000007-000008); the name is built from the catalog's oid, never from a request.
   const result =
     table.primaryKey.length === 1
       ? await tx.query({

@@ -3,7 +3,7 @@ import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 // sluice.visible_rows (core migration 000007) and the per-table lookups sluice.enable_changes
-// creates (000009) must answer exactly what a plain SELECT under each
+// creates (000007, 000008) must answer exactly what a plain SELECT under each
 // claims document answers, whatever the number of claims, key columns or roles in the session.
 
 let db: TestDatabase;
