@@ -66,6 +66,34 @@ describe('purgeChanges', () => {
     expect(found).toBe(true);
   });
 
+  it('keeps a position at the end of the purged window valid, and expires one inside it', async () => {
+    const before = await currentPosition(pool);
+    await admin.query(`insert into change_probe (marker) select 'edge' || g from generate_series(1, 3) g`);
+    const end = await currentPosition(pool); // the window holding them ends here
+    expect(end.window > before.window).toBe(true);
+    await delay(5);
+    expect(await purgeChanges(pool, 0)).toBeGreaterThanOrEqual(3);
+    const mark = await admin.query<{ window_seq: string; last_id: string }>(
+      'select window_seq::text, last_id::text from sluice.change_log_purged',
+    );
+    expect(BigInt(mark.rows[0]!.window_seq)).toBe(end.window);
+    // At the window's end: nothing after it was purged.
+    await admin.query(`insert into change_probe (marker) values ('edge-after')`);
+    let found = false;
+    let until = end;
+    for (let i = 0; i < 100 && !found; i++) {
+      const batch = await readChanges(pool, until, 10);
+      found = batch.changes.some((c) => c.record.includes('edge-after'));
+      until = batch.until;
+      if (!found) await delay(20);
+    }
+    expect(found).toBe(true);
+    // Inside it: some of what follows is gone.
+    const inside = { window: end.window, id: end.id - 1n };
+    const error = await readChanges(pool, inside, 10).catch((e: unknown) => e);
+    expect((error as { reason?: string }).reason).toBe('SLUICE_POSITION_EXPIRED');
+  });
+
   it('lets only one session purge at a time', async () => {
     const holder = await superClient(db);
     try {
