@@ -1,6 +1,7 @@
 export { ChangeFeed, type ChangeFeedOptions } from './change-feed';
 export {
   comparePositions,
+  continuePosition,
   formatSnapshot,
   isCovered,
   isVisibleInSnapshot,

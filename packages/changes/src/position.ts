@@ -48,6 +48,19 @@ export function isCovered(position: Position, window: bigint, xid: bigint): bool
   return cover !== undefined && window <= cover.throughWindow && isVisibleInSnapshot(cover.snapshot, xid);
 }
 
+/**
+ * `to`, continuing from `from`: it keeps `from`'s snapshot cover while `to` is in a window the
+ * cover reaches, and drops any cover past it. Returns `to` itself when nothing changes, so
+ * positions shared by many streams stay one object.
+ */
+export function continuePosition(from: Position, to: Position): Position {
+  const cover = from.cover;
+  if (cover && to.window <= cover.throughWindow) {
+    return to.cover === cover ? to : { window: to.window, id: to.id, cover };
+  }
+  return to.cover ? { window: to.window, id: to.id } : to;
+}
+
 /** pg_snapshot text form: `xmin:xmax:xip,xip`. */
 export function formatSnapshot(snapshot: Snapshot): string {
   return `${snapshot.xmin}:${snapshot.xmax}:${snapshot.xip.join(',')}`;

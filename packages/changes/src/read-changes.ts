@@ -1,7 +1,7 @@
 import { type AbortOptions, SluiceError, throwIfAborted } from '@sluice/core';
 import pg from 'pg';
 import type { Logger } from 'pino';
-import { comparePositions, formatSnapshot, type Position, type Snapshot } from './position';
+import { comparePositions, continuePosition, formatSnapshot, type Position, type Snapshot } from './position';
 
 /** A column of a change's rows, as node-postgres describes a result field. */
 export interface ChangeField {
@@ -132,12 +132,6 @@ type LogRow = [
 interface DecodedRows {
   readonly fields: readonly ChangeField[];
   readonly byId: Map<string, { record: (string | null)[]; old: (string | null)[] }>;
-}
-
-/** `to`, keeping `from`'s snapshot cover while `to` is in a window the cover reaches. */
-function withCover(from: Position, to: { window: bigint; id: bigint }): Position {
-  const cover = from.cover;
-  return cover && to.window <= cover.throughWindow ? { ...to, cover } : to;
 }
 
 /**
@@ -274,7 +268,7 @@ async function readOnce(
         if (pkKeys.has(f.name)) pk[f.name] = record[i] ?? null;
       });
       changes.push({
-        position: withCover(after, { window: BigInt(row[0]), id: BigInt(idText) }),
+        position: continuePosition(after, { window: BigInt(row[0]), id: BigInt(idText) }),
         xid: BigInt(row[3]),
         schema: row[4],
         table: row[5],
@@ -300,7 +294,7 @@ async function readOnce(
       reached = { window: BigInt(last[0]), id: BigInt(lastId) };
     }
     return {
-      batch: { changes, until: withCover(after, reached) },
+      batch: { changes, until: continuePosition(after, reached) },
       full,
       waiting: appended?.rows[0]?.seq === '-1',
       snapshotBefore: appended?.rows[0]?.snap,

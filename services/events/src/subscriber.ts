@@ -1,4 +1,11 @@
-import { type Change, comparePositions, isCovered, type Position, type PositionCodec } from '@sluice/changes';
+import {
+  type Change,
+  comparePositions,
+  continuePosition,
+  isCovered,
+  type Position,
+  type PositionCodec,
+} from '@sluice/changes';
 import { type Identity, SluiceError } from '@sluice/core';
 import {
   type CatalogColumn,
@@ -82,12 +89,8 @@ export class Subscriber {
 
   /** Moves the position forward (after a batch in which nothing more matched, or a heartbeat). */
   advance(to: Position): string {
-    if (comparePositions(to, this.position) > 0) {
-      const cover = this.position.cover;
-      // A position keeps the snapshot cover it continues while its windows may hold covered changes.
-      if (cover && to.window <= cover.throughWindow) this.position = { ...to, cover };
-      else this.position = to.cover ? { window: to.window, id: to.id } : to; // shared: see encodedPosition
-    }
+    // The stream's own snapshot cover goes on while its windows may hold covered changes.
+    if (comparePositions(to, this.position) > 0) this.position = continuePosition(this.position, to);
     return this.position.cover
       ? this.codec.encode(this.position)
       : encodedPosition(this.codec, this.position);
