@@ -6,10 +6,12 @@ const PURGE_LOCK_KEY = '7355608020250001';
 
 // The newest window created before the cutoff (found by the created_at index): its changes, and
 // every earlier window's, committed before it was created, so are older than the retention.
+// None when it is already the purged one (or older).
 const PICK_SQL = `
 select w.seq::text, w.boundary::text, w.last_id::text, w.created_at::text
   from sluice.change_window w
  where w.created_at < now() - pg_catalog.make_interval(secs => $1::double precision / 1000)
+   and w.seq > coalesce((select p.window_seq from sluice.change_log_purged p), -1)
  order by w.created_at desc
  limit 1`;
 
@@ -66,11 +68,7 @@ export async function purgeChanges(
         created_at: string;
       }>(PICK_SQL, [maxAgeMs]);
       const window = rows[0];
-      const purged = await client.query<{ seq: string | null }>(
-        'select window_seq::text as seq from sluice.change_log_purged',
-      );
-      const done = purged.rows[0]?.seq;
-      if (!window || (done != null && BigInt(window.seq) <= BigInt(done))) return 0;
+      if (!window) return 0;
       const deleteBatch = async () => {
         const result = await client.query(DELETE_SQL, [window.created_at, window.boundary, batchSize]);
         return result.rowCount ?? 0;

@@ -168,3 +168,6 @@ end
 $$;
 comment on function sluice.create_visibility_lookup(regclass) is 'Sluice: (re)creates sluice.visible_rows_<oid> for a table with a single-column primary key; drops it otherwise.';
 revoke execute on function sluice.create_visibility_lookup(regclass) from public;
+
+-- Replaced by visible_rows and the per-table lookups.
+drop function sluice.visible_keys(text[], regclass, text, regtype, text[]);
