@@ -1,21 +1,23 @@
 import type { Change, ChangeBatch } from '@sluice/changes';
 import type { Database } from '@sluice/db';
 import type { Subscriber, TableSubscription } from './subscriber';
-import { checkVisibility, keyOf, type VisibilityCheck } from './visibility';
+import { checkVisibility, type VisibilityCheck } from './visibility';
 
 interface Wanted {
   readonly change: Change;
   readonly sub: TableSubscription;
-  /** The visibility check this delivery waits for (none for DELETE or service_role). */
+  /** The visibility check this delivery waits for (none for service_role). */
   readonly check: VisibilityCheck | undefined;
 }
 
 /**
- * Delivers one batch of changes to a set of subscribers: the in-memory filter first (a
- * subscriber whose filter cannot match a change is never checked for it), then one batched
- * RLS visibility check per (subscriber, table) for INSERTs and UPDATEs, then the events in
- * position order. DELETEs need no check: under RLS they carry only the primary key.
- * Every subscriber's position then moves to the end of the batch.
+ * Delivers one batch of changes to a set of subscribers: a change is delivered only when the
+ * subscriber's filter matches it *and* its RLS check allows the version it carries (the new
+ * row of an INSERT or UPDATE, the last row of a DELETE; see visibility.ts), so a filter never
+ * tells a subscriber anything about rows it may not see. The in-memory filter runs first only
+ * to spare checks: its answer reaches nobody unless the check passes too. One batched check
+ * per (subscriber, table), then the events in position order. Every subscriber's position then
+ * moves to the end of the batch.
  */
 export async function dispatchBatch(
   db: Database,
@@ -33,7 +35,7 @@ export async function dispatchBatch(
       const sub = subscriber.wants(change);
       if (!sub) continue;
       let check: VisibilityCheck | undefined;
-      if (change.op !== 'DELETE' && !subscriber.bypassesRls) {
+      if (!subscriber.bypassesRls) {
         byTable ??= new Map();
         check = byTable.get(sub);
         if (check) (check.changes as Change[]).push(change);
@@ -54,7 +56,7 @@ export async function dispatchBatch(
   for (const [subscriber, list] of wanted) {
     for (const { change, sub, check } of list) {
       if (subscriber.closed) break;
-      if (check && !check.visible?.has(keyOf(sub.table, change.pk))) continue;
+      if (check && !check.visible?.has(change)) continue;
       subscriber.deliver(change, sub);
     }
   }

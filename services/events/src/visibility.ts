@@ -2,46 +2,36 @@ import type { Change } from '@sluice/changes';
 import type { Identity } from '@sluice/core';
 import type { CatalogTable, Database, RequestTransaction } from '@sluice/db';
 
-/** "Which of these rows may this identity SELECT now?" for one table. */
+/**
+ * "Which of these row versions may this identity SELECT?" for one table. The version of a
+ * change is the row it carries: the new row of an INSERT or UPDATE, the last row of a DELETE.
+ */
 export interface VisibilityCheck {
   readonly identity: Identity;
   readonly table: CatalogTable;
   readonly changes: readonly Change[];
-  /** Filled in: the primary keys (see keyOf) the identity can see. */
-  visible?: Set<string>;
+  /** Filled in: the changes whose version the identity may see. */
+  visible?: Set<Change>;
 }
 
-const keys = new WeakMap<object, string>();
-
-/** A change's primary key as one string (JSON of the key columns' text values, in key order). */
-export function keyOf(table: CatalogTable, pk: Readonly<Record<string, string | null>>): string {
-  let key = keys.get(pk);
-  if (key === undefined) {
-    key = JSON.stringify(table.primaryKey.map((c) => pk[c] ?? null));
-    keys.set(pk, key);
-  }
-  return key;
-}
-
-/** Identities of one role that ask one table about the same rows with the same claims: asked once. */
+/** Identities of one role that ask one table about the same versions with the same claims: asked once. */
 interface Lookup {
   readonly table: CatalogTable;
   readonly claims: string;
-  /** The rows' key values, row after row, as a text[] literal (one string per distinct list). */
-  readonly keys: string;
+  readonly changes: readonly Change[];
   readonly checks: VisibilityCheck[];
 }
 
-const LOOKUP_SQL =
-  'select claim_index, key from sluice.visible_rows($1::text[], $2::regclass, $3::text[], $4::regtype[], $5::text[])';
-
 /**
- * Runs visibility checks in batches, as DESIGN.md asks: never a query per change per subscriber.
- * Checks are grouped by role into one transaction each, identities with the same claims and rows
- * merged; inside it, each table is asked once with sluice.visible_rows, which sets each
- * identity's claims in turn and looks up only the rows that identity wants, with a plan
- * PostgreSQL prepares once per connection (see the core migration). RLS decides with the
- * subscriber's own role and claims, as for a Select.
+ * Runs visibility checks in batches, as docs/design.md asks: never a query per change per
+ * subscriber. Checks are grouped by role into transactions, identities with the same claims
+ * and changes merged; inside a transaction each table is asked once, through
+ * sluice.visible_versions_<table oid> (core migration 000010, created by sluice.enable_changes):
+ * the table's SELECT policies applied to each logged version under each claims document, with
+ * the subscriber's own role — what a Select of that version would have answered.
+ *
+ * A check made from policies that have changed since refuses to answer; the tables' checks are
+ * then brought up to date (sluice.refresh_version_check) and asked once more.
  */
 export async function checkVisibility(
   db: Database,
@@ -49,33 +39,45 @@ export async function checkVisibility(
   signal: AbortSignal,
   parallelism = 1,
 ): Promise<void> {
-  // role -> table -> rows (keys literal) -> claims -> lookup; insertion order keeps equal row
-  // lists together, so a repeated list is sent once.
-  const byRole = new Map<string, Map<CatalogTable, Map<string, Map<string, Lookup>>>>();
-  let previous: readonly Change[] = [];
-  let previousKeys = '';
+  try {
+    await checkOnce(db, checks, signal, parallelism);
+  } catch (error) {
+    if (!isStaleCheck(error)) throw error;
+    const tables = new Set(checks.map((c) => c.table));
+    for (const table of tables) {
+      await db.pool.query('select sluice.refresh_version_check($1::regclass)', [qualifiedName(table)]);
+    }
+    await checkOnce(db, checks, signal, parallelism);
+  }
+}
+
+async function checkOnce(
+  db: Database,
+  checks: readonly VisibilityCheck[],
+  signal: AbortSignal,
+  parallelism: number,
+): Promise<void> {
+  // role -> table -> changes -> claims -> lookup; subscribers with the same filters want the
+  // same change list (the same array when it comes from the same subscription shape).
+  const byRole = new Map<string, Map<CatalogTable, Map<readonly Change[], Map<string, Lookup>>>>();
+  const lists: (readonly Change[])[] = [];
   for (const check of checks) {
     check.visible = new Set();
     if (check.changes.length === 0) continue;
-    // Subscribers with the same filters want the same changes: build their literal once.
-    const keys = sameChanges(check.changes, previous)
-      ? previousKeys
-      : keysLiteral(check.table, check.changes);
-    previous = check.changes;
-    previousKeys = keys;
-    const byClaims = entry(entry(entry(byRole, check.identity.role), check.table), keys);
+    const changes = sharedList(lists, check.changes);
+    const byClaims = entry(entry(entry(byRole, check.identity.role), check.table), changes);
     const claims = claimsOf(check.identity);
     const lookup = byClaims.get(claims);
     if (lookup) lookup.checks.push(check);
-    else byClaims.set(claims, { table: check.table, claims, keys, checks: [check] });
+    else byClaims.set(claims, { table: check.table, claims, changes, checks: [check] });
   }
   // Many identities of one role are split over several transactions (connections), so
   // PostgreSQL works on them in parallel instead of one backend running them all in turn.
   const groups: Lookup[][] = [];
   for (const byTable of byRole.values()) {
     const list: Lookup[] = [];
-    for (const byKeys of byTable.values())
-      for (const byClaims of byKeys.values()) for (const lookup of byClaims.values()) list.push(lookup);
+    for (const byChanges of byTable.values())
+      for (const byClaims of byChanges.values()) for (const lookup of byClaims.values()) list.push(lookup);
     const size = Math.max(1, Math.ceil(list.length / parallelism));
     for (let i = 0; i < list.length; i += size) groups.push(list.slice(i, i + size));
   }
@@ -107,38 +109,66 @@ export async function checkVisibility(
 
 /** One statement for every lookup of a table. */
 async function lookupTable(tx: RequestTransaction, table: CatalogTable, lookups: Lookup[]): Promise<void> {
+  // Each distinct version is sent once; claims documents refer to them by (1-based) index.
+  const index = new Map<Change, number>();
+  const records: (readonly (string | null)[])[] = [];
   const claims: string[] = [];
-  const keys: (string | null)[] = [];
+  const wanted: (string | null)[] = [];
+  const first = (lookups[0] as Lookup).changes[0] as Change;
   for (const [i, lookup] of lookups.entries()) {
     claims.push(lookup.claims);
-    // null: the same rows as the claims before (equal lists are adjacent, see checkVisibility).
-    keys.push(i > 0 && lookups[i - 1]?.keys === lookup.keys ? null : lookup.keys);
+    // null: the same versions as the claims before (equal lists are adjacent, see checkOnce).
+    if (i > 0 && lookups[i - 1]?.changes === lookup.changes) {
+      wanted.push(null);
+      continue;
+    }
+    let literal = '{';
+    for (const change of lookup.changes) {
+      if (change.fields !== first.fields)
+        throw new Error('changes of one table decoded with different columns');
+      let n = index.get(change);
+      if (n === undefined) {
+        records.push(change.record);
+        n = records.length;
+        index.set(change, n);
+      }
+      literal += literal.length === 1 ? String(n) : `,${n}`;
+    }
+    wanted.push(`${literal}}`);
   }
-  // A single-column key has a lookup function of its own (created by sluice.enable_changes,
-  // core migrations 000007-000008); the name is built from the catalog's oid, never from a request.
-  const result =
-    table.primaryKey.length === 1
-      ? await tx.query({
-          sql: `select claim_index, key from sluice.visible_rows_${Math.trunc(table.oid)}($1::text[], $2::text[])`,
-          parameters: [claims, keys],
-        })
-      : await tx.query({
-          sql: LOOKUP_SQL,
-          parameters: [
-            claims,
-            `${quoteIdent(table.schema)}.${quoteIdent(table.name)}`,
-            table.primaryKey,
-            table.primaryKey.map((name) => table.columnsByName.get(name)?.typeSql ?? 'text'),
-            keys,
-          ],
-        });
-  for (const [index, key] of result.rows) {
-    const lookup = lookups[Number(index) - 1];
-    if (!lookup || typeof key !== 'string') continue;
-    // PostgreSQL's JSON, re-serialised so it is exactly keyOf's.
-    const normal = JSON.stringify(JSON.parse(key));
-    for (const check of lookup.checks) check.visible?.add(normal);
+  // The function's name is built from the catalog's oid, never from a request.
+  const result = await tx.query({
+    sql: `select claim_index, record_index from sluice.visible_versions_${Math.trunc(table.oid)}($1::text[], $2::text[], $3::text[], $4::text[])`,
+    parameters: [claims, first.fields.map((f) => f.name), records, wanted],
+  });
+  const byIndex: Change[] = [];
+  for (const [change, n] of index) byIndex[n] = change;
+  for (const [claimIndex, recordIndex] of result.rows) {
+    const lookup = lookups[Number(claimIndex) - 1];
+    const change = byIndex[Number(recordIndex)];
+    if (!lookup || !change) continue;
+    for (const check of lookup.checks) check.visible?.add(change);
   }
+}
+
+/** The error sluice.visible_versions_<oid> raises when the table's policies or columns changed. */
+function isStaleCheck(error: unknown): boolean {
+  for (let e = error as { cause?: unknown; hint?: unknown } | undefined; e; e = e.cause as typeof e) {
+    if (e.hint === 'sluice_stale_version_check') return true;
+  }
+  return false;
+}
+
+function qualifiedName(table: CatalogTable): string {
+  return `${quoteIdent(table.schema)}.${quoteIdent(table.name)}`;
+}
+
+/** `list`, or an earlier list with the same changes (so equal lists are one object). */
+function sharedList(lists: (readonly Change[])[], list: readonly Change[]): readonly Change[] {
+  const previous = lists[lists.length - 1];
+  if (previous && sameChanges(previous, list)) return previous;
+  lists.push(list);
+  return list;
 }
 
 /** The map under `key`, created empty when missing. */
@@ -166,26 +196,6 @@ function claimsOf(identity: Identity): string {
     claimsJson.set(identity.claims, json);
   }
   return json;
-}
-
-const keyElements = new WeakMap<object, string>();
-
-/** The changes' key values, row after row, as a text[] literal. */
-function keysLiteral(table: CatalogTable, changes: readonly Change[]): string {
-  let literal = '{';
-  for (const [i, change] of changes.entries()) {
-    let element = keyElements.get(change.pk);
-    if (element === undefined) {
-      element = table.primaryKey.map((c) => arrayElement(change.pk[c] ?? null)).join(',');
-      keyElements.set(change.pk, element);
-    }
-    literal += i === 0 ? element : `,${element}`;
-  }
-  return `${literal}}`;
-}
-
-function arrayElement(value: string | null): string {
-  return value === null ? 'NULL' : `"${value.replace(/["\\]/g, '\\$&')}"`;
 }
 
 function quoteIdent(name: string): string {
