@@ -43,17 +43,27 @@ export type Timestamp = ColumnType<Date, Date | string, Date | string>;
 export interface Documents {
   content: string | null;
   created_at: Generated<Timestamp>;
+  /**
+   * Users the document is shared with for editing. Derived from document_shares by the database; not writable.
+   */
+  editor_ids: Generated<string[]>;
   id: Generated<string>;
   owner_id: Generated<string>;
   tenant_id: string;
   title: string;
   updated_at: Timestamp | null;
+  /**
+   * Users the document is shared with (view or edit). Derived from document_shares by the database; not writable.
+   */
+  viewer_ids: Generated<string[]>;
 }
 
 export interface DocumentShares {
   created_at: Generated<Timestamp>;
   document_id: string;
+  owner_id: string;
   permission: string;
+  tenant_id: string;
   user_id: string;
 }
 
@@ -84,10 +94,16 @@ export interface Posts {
   view_count: Generated<Int8>;
 }
 
+export interface ProfilePrivate {
+  created_at: Generated<Timestamp>;
+  email: string | null;
+  id: string;
+  updated_at: Timestamp | null;
+}
+
 export interface Profiles {
   created_at: Generated<Timestamp>;
   display_name: string;
-  email: string | null;
   /**
    * The user id: the sub claim of the user's tokens.
    */
@@ -103,6 +119,10 @@ export interface Projects {
 }
 
 export interface TenantMemberships {
+  /**
+   * When the invited user accepted; null while the invitation is pending. Set only by the invited user (to now()).
+   */
+  accepted_at: Generated<Timestamp | null>;
   created_at: Generated<Timestamp>;
   role: string;
   tenant_id: string;
@@ -146,6 +166,7 @@ export interface DB {
   document_shares: DocumentShares;
   documents: Documents;
   posts: Posts;
+  profile_private: ProfilePrivate;
   profiles: Profiles;
   projects: Projects;
   tenant_memberships: TenantMemberships;

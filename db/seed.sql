@@ -10,6 +10,7 @@
 --             bob     bbbbbbbb-bbbb-bbbb-bbbb-bbbbbbbbbbbb  admin of Globex
 --             carol   cccccccc-cccc-cccc-cccc-cccccccccccc  viewer in Acme
 --             dave    dddddddd-dddd-dddd-dddd-dddddddddddd  editor in Acme
+--             (every membership accepted; emails in profile_private, readable by their owner only)
 --
 --   projects  a0000000-0000-0000-0000-000000000001  Acme "Website"
 --             b0000000-0000-0000-0000-000000000001  Globex "Launch"
@@ -23,6 +24,8 @@
 --                                                    carol (view) and dave (edit)
 --             d0000000-0000-0000-0000-000000000002  "Alice's notes", owner alice, not shared
 --             d0000000-0000-0000-0000-000000000003  "Globex budget", owner bob, not shared
+--             (the shares' tenant_id and owner_id, and the documents' viewer_ids and editor_ids,
+--             are filled in by the triggers)
 --
 --   type_samples ids 1 (every column set) and 2 (every column null), tenant Acme.
 
@@ -31,18 +34,25 @@ insert into public.tenants (id, name, slug, created_at) values
   ('22222222-2222-2222-2222-222222222222', 'Globex', 'globex', '2024-01-01T09:00:00Z')
 on conflict do nothing;
 
-insert into public.profiles (id, display_name, email, created_at) values
-  ('aaaaaaaa-aaaa-aaaa-aaaa-aaaaaaaaaaaa', 'Alice', 'alice@acme.example', '2024-01-01T09:00:00Z'),
-  ('bbbbbbbb-bbbb-bbbb-bbbb-bbbbbbbbbbbb', 'Bob', 'bob@globex.example', '2024-01-01T09:00:00Z'),
-  ('cccccccc-cccc-cccc-cccc-cccccccccccc', 'Carol', 'carol@acme.example', '2024-01-01T09:00:00Z'),
-  ('dddddddd-dddd-dddd-dddd-dddddddddddd', 'Dave', 'dave@acme.example', '2024-01-01T09:00:00Z')
+insert into public.profiles (id, display_name, created_at) values
+  ('aaaaaaaa-aaaa-aaaa-aaaa-aaaaaaaaaaaa', 'Alice', '2024-01-01T09:00:00Z'),
+  ('bbbbbbbb-bbbb-bbbb-bbbb-bbbbbbbbbbbb', 'Bob', '2024-01-01T09:00:00Z'),
+  ('cccccccc-cccc-cccc-cccc-cccccccccccc', 'Carol', '2024-01-01T09:00:00Z'),
+  ('dddddddd-dddd-dddd-dddd-dddddddddddd', 'Dave', '2024-01-01T09:00:00Z')
 on conflict do nothing;
 
-insert into public.tenant_memberships (tenant_id, user_id, role, created_at) values
-  ('11111111-1111-1111-1111-111111111111', 'aaaaaaaa-aaaa-aaaa-aaaa-aaaaaaaaaaaa', 'admin', '2024-01-01T09:00:00Z'),
-  ('22222222-2222-2222-2222-222222222222', 'bbbbbbbb-bbbb-bbbb-bbbb-bbbbbbbbbbbb', 'admin', '2024-01-01T09:00:00Z'),
-  ('11111111-1111-1111-1111-111111111111', 'cccccccc-cccc-cccc-cccc-cccccccccccc', 'viewer', '2024-01-01T09:00:00Z'),
-  ('11111111-1111-1111-1111-111111111111', 'dddddddd-dddd-dddd-dddd-dddddddddddd', 'editor', '2024-01-01T09:00:00Z')
+insert into public.profile_private (id, email, created_at) values
+  ('aaaaaaaa-aaaa-aaaa-aaaa-aaaaaaaaaaaa', 'alice@acme.example', '2024-01-01T09:00:00Z'),
+  ('bbbbbbbb-bbbb-bbbb-bbbb-bbbbbbbbbbbb', 'bob@globex.example', '2024-01-01T09:00:00Z'),
+  ('cccccccc-cccc-cccc-cccc-cccccccccccc', 'carol@acme.example', '2024-01-01T09:00:00Z'),
+  ('dddddddd-dddd-dddd-dddd-dddddddddddd', 'dave@acme.example', '2024-01-01T09:00:00Z')
+on conflict do nothing;
+
+insert into public.tenant_memberships (tenant_id, user_id, role, created_at, accepted_at) values
+  ('11111111-1111-1111-1111-111111111111', 'aaaaaaaa-aaaa-aaaa-aaaa-aaaaaaaaaaaa', 'admin', '2024-01-01T09:00:00Z', '2024-01-01T09:00:00Z'),
+  ('22222222-2222-2222-2222-222222222222', 'bbbbbbbb-bbbb-bbbb-bbbb-bbbbbbbbbbbb', 'admin', '2024-01-01T09:00:00Z', '2024-01-01T09:00:00Z'),
+  ('11111111-1111-1111-1111-111111111111', 'cccccccc-cccc-cccc-cccc-cccccccccccc', 'viewer', '2024-01-01T09:00:00Z', '2024-01-01T10:00:00Z'),
+  ('11111111-1111-1111-1111-111111111111', 'dddddddd-dddd-dddd-dddd-dddddddddddd', 'editor', '2024-01-01T09:00:00Z', '2024-01-01T10:00:00Z')
 on conflict do nothing;
 
 insert into public.projects (id, tenant_id, name, created_by, created_at) values

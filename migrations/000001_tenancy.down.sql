@@ -1,8 +1,14 @@
 -- profiles' select policy reads tenant_memberships, so it goes before that table.
 drop policy profiles_select_self_or_colleague on public.profiles;
 drop table public.tenant_memberships;
+drop table public.profile_private;
 drop table public.profiles;
 drop table public.tenants;
+drop function app.tenant_memberships_guard();
+drop function app.profiles_guard();
+drop function app.tenants_guard();
+drop function app.is_accepted_member(uuid, uuid);
+drop function app.is_privileged();
 drop function app.is_admin(uuid);
 drop function app.can_edit(uuid);
 drop function app.is_member(uuid);

@@ -6,3 +6,4 @@ drop function public.create_post(uuid, text, text);
 drop table public.posts;
 drop function app.posts_audit();
 drop table public.projects;
+drop function app.projects_guard();

@@ -1,20 +1,29 @@
 -- Reference application, part 2: projects and posts (audit columns, soft delete, full-text
 -- search), and the SQL functions the data API's Call exposes.
 
+-- Every row a tenant owns carries tenant_id, and every reference between such rows names the
+-- tenant too: a foreign key (tenant_id, project_id) -> projects (tenant_id, id) cannot point into
+-- another tenant, so such a reference fails the same way for another tenant's id as for a random
+-- one, and another tenant's deletes never write into this tenant's rows.
+--
+-- Audit columns (created_by, updated_by) are plain user ids, not foreign keys: they record who
+-- did it even after that user's profile is gone, and no foreign key action rewrites them.
 create table public.projects (
   id uuid primary key default gen_random_uuid(),
   tenant_id uuid not null references public.tenants (id) on delete cascade,
   name text not null,
-  created_by uuid references public.profiles (id) on delete set null default auth.uid(),
-  created_at timestamptz not null default now()
+  created_by uuid default auth.uid(),
+  created_at timestamptz not null default now(),
+  -- The target of the composite foreign keys of rows that belong to a project.
+  unique (tenant_id, id)
 );
-comment on table public.projects is 'Projects of a tenant; posts may belong to one.';
+comment on table public.projects is 'Projects of a tenant; posts may belong to one. created_by and created_at are kept by a trigger.';
 create index projects_tenant_idx on public.projects (tenant_id, created_at desc);
 
 create table public.posts (
   id bigint generated always as identity primary key,
   tenant_id uuid not null references public.tenants (id) on delete cascade,
-  project_id uuid references public.projects (id) on delete set null,
+  project_id uuid,
   author_id uuid not null default auth.uid() references public.profiles (id),
   title text not null,
   body text,
@@ -31,7 +40,9 @@ create table public.posts (
   created_by uuid default auth.uid(),
   updated_at timestamptz,
   updated_by uuid,
-  deleted_at timestamptz
+  deleted_at timestamptz,
+  -- Deleting the project clears project_id only: tenant_id is part of the key and stays.
+  foreign key (tenant_id, project_id) references public.projects (tenant_id, id) on delete set null (project_id)
 );
 comment on table public.posts is 'Articles of a tenant. Soft-deleted by setting deleted_at; audit columns are kept by a trigger. Anonymous users read published posts.';
 comment on column public.posts.search is 'Full-text search vector of title and body (english), generated.';
@@ -40,7 +51,7 @@ comment on column public.posts.deleted_at is 'Set when the post is soft-deleted;
 create index posts_tenant_id_idx on public.posts (tenant_id, id);
 create index posts_tenant_created_idx on public.posts (tenant_id, created_at desc);
 create index posts_author_idx on public.posts (author_id);
-create index posts_project_idx on public.posts (project_id);
+create index posts_project_idx on public.posts (tenant_id, project_id);
 create index posts_tags_idx on public.posts using gin (tags);
 create index posts_search_idx on public.posts using gin (search);
 -- What members and anonymous readers actually list: live posts, newest first.
@@ -48,18 +59,70 @@ create index posts_live_idx on public.posts (tenant_id, created_at desc) where d
 create index posts_published_idx on public.posts (published_at desc)
   where status = 'published' and deleted_at is null;
 
--- Audit columns, kept by the database so no client can forge them: created_* never change,
--- updated_* record the last writer, a post never moves to another tenant, and publishing stamps
--- published_at.
-create function app.posts_audit() returns trigger
+-- Audit columns, kept by the database so no client can forge them, on INSERT as on UPDATE:
+-- created_* are the inserting user and time and never change, updated_* record the last writer,
+-- a new post is never already deleted, a row never moves to another tenant, and publishing
+-- stamps published_at. Privileged writes (service_role without a user, maintenance, the seed;
+-- app.is_privileged()) keep the created_* they wrote, so history can be loaded.
+create function app.projects_guard() returns trigger
 language plpgsql
 set search_path = ''
 as $$
 begin
-  if tg_op = 'UPDATE' then
+  if tg_op = 'INSERT' then
+    if not app.is_privileged() then
+      new.created_by := auth.uid();
+      new.created_at := now();
+    end if;
+    return new;
+  end if;
+  if new.tenant_id is distinct from old.tenant_id then
+    raise exception 'a project cannot move to another tenant'
+      using errcode = 'check_violation', schema = tg_table_schema, table = tg_table_name, column = 'tenant_id';
+  end if;
+  new.created_by := old.created_by;
+  new.created_at := old.created_at;
+  return new;
+end
+$$;
+create trigger projects_guard before insert or update on public.projects
+  for each row execute function app.projects_guard();
+
+-- The author is the inserting user (the insert policy checks it) and never changes afterwards,
+-- except by a privileged write; whoever writes it, the author is an accepted member of the
+-- post's tenant. SECURITY DEFINER to ask app.is_accepted_member about another user.
+create function app.posts_audit() returns trigger
+language plpgsql
+security definer
+set search_path = ''
+as $$
+declare
+  privileged boolean := app.is_privileged();
+begin
+  if tg_op = 'INSERT' then
+    if not privileged then
+      new.created_by := auth.uid();
+      new.created_at := now();
+      new.updated_by := null;
+      new.updated_at := null;
+      new.deleted_at := null;
+    elsif not app.is_accepted_member(new.tenant_id, new.author_id) then
+      raise exception 'the author of a post must be a member of its tenant'
+        using errcode = 'check_violation', schema = tg_table_schema, table = tg_table_name, column = 'author_id';
+    end if;
+  else
     if new.tenant_id is distinct from old.tenant_id then
       raise exception 'a post cannot move to another tenant'
         using errcode = 'check_violation', schema = tg_table_schema, table = tg_table_name, column = 'tenant_id';
+    end if;
+    if new.author_id is distinct from old.author_id then
+      if not privileged then
+        raise exception 'the author of a post cannot change'
+          using errcode = 'insufficient_privilege', schema = tg_table_schema, table = tg_table_name, column = 'author_id';
+      elsif not app.is_accepted_member(new.tenant_id, new.author_id) then
+        raise exception 'the author of a post must be a member of its tenant'
+          using errcode = 'check_violation', schema = tg_table_schema, table = tg_table_name, column = 'author_id';
+      end if;
     end if;
     new.created_at := old.created_at;
     new.created_by := old.created_by;
@@ -128,11 +191,26 @@ create policy posts_update_author_or_editor on public.posts
     (author_id = (select auth.uid()) and tenant_id = any ((select app.member_tenant_ids())::uuid[]))
     or tenant_id = any ((select app.editor_tenant_ids())::uuid[])
   );
+-- Like updates, an author deletes their own posts only while still a member. (A DELETE without
+-- a WHERE clause or RETURNING is checked against this policy alone, not the SELECT policies.)
 create policy posts_delete_admin_or_author on public.posts
   for delete to authenticated
-  using (tenant_id = any ((select app.admin_tenant_ids())::uuid[]) or author_id = (select auth.uid()));
+  using (
+    tenant_id = any ((select app.admin_tenant_ids())::uuid[])
+    or (author_id = (select auth.uid()) and tenant_id = any ((select app.member_tenant_ids())::uuid[]))
+  );
 
-grant select, insert, update, delete on public.projects, public.posts to authenticated;
+-- Clients never choose ids: an insert (or an update of the key) with another tenant's id would
+-- fail with a unique violation and so tell which ids exist. Column privileges leave id out;
+-- audit columns stay writable because the triggers overwrite them.
+grant select, delete on public.projects, public.posts to authenticated;
+grant insert (tenant_id, name, created_by, created_at), update (tenant_id, name, created_by, created_at)
+  on public.projects to authenticated;
+grant insert (tenant_id, project_id, author_id, title, body, status, tags, metadata, view_count, score,
+    published_at, created_at, created_by, updated_at, updated_by, deleted_at),
+  update (tenant_id, project_id, author_id, title, body, status, tags, metadata, view_count, score,
+    published_at, created_at, created_by, updated_at, updated_by, deleted_at)
+  on public.posts to authenticated;
 grant select on public.posts to anon;
 grant all on public.projects, public.posts to service_role;
 grant usage, select on sequence public.posts_id_seq to authenticated, service_role;

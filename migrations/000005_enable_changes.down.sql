@@ -1,5 +1,5 @@
 select sluice.disable_changes(t)
   from unnest(array[
-    'public.tenants', 'public.tenant_memberships', 'public.profiles', 'public.projects', 'public.posts',
-    'public.documents', 'public.document_shares', 'public.type_samples'
+    'public.tenants', 'public.tenant_memberships', 'public.profiles', 'public.profile_private', 'public.projects',
+    'public.posts', 'public.documents', 'public.document_shares', 'public.type_samples'
   ]::regclass[]) as t;

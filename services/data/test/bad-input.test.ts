@@ -593,13 +593,20 @@ describe('constraint violations', () => {
     const r = await rejects(
       service.insert({
         table: 'posts',
-        columns: ['tenant_id', 'author_id', 'title'],
-        rows: [row(V.str('99999999-9999-9999-9999-999999999999'), V.str(USERS.alice), V.str('orphan'))],
+        columns: ['tenant_id', 'author_id', 'title', 'project_id'],
+        rows: [
+          row(
+            V.str(ACME),
+            V.str(USERS.alice),
+            V.str('orphan'),
+            V.str('99999999-9999-9999-9999-999999999999'),
+          ),
+        ],
       }),
       Status.FAILED_PRECONDITION,
       'SLUICE_CONSTRAINT_VIOLATION',
     );
-    expect(r.metadata.constraint).toBe('posts_tenant_id_fkey');
+    expect(r.metadata.constraint).toBe('posts_tenant_id_project_id_fkey');
   });
 
   it('a failing operation rolls back the whole transaction', async () => {

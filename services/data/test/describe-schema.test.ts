@@ -17,6 +17,7 @@ const APP_TABLES = [
   'document_shares',
   'documents',
   'posts',
+  'profile_private',
   'profiles',
   'projects',
   'tenant_memberships',
