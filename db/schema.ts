@@ -155,6 +155,9 @@ export interface TypeSamples {
   num: Numeric | null;
   t: string | null;
   tags: string[] | null;
+  /**
+   * A free label tests tag their rows with, not a tenant reference: type_samples is not tenant data (every signed-in user reads and writes every row).
+   */
   tenant_id: string | null;
   ts: Timestamp | null;
   ts_local: Timestamp | null;

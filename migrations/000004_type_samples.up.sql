@@ -30,6 +30,7 @@ create table public.type_samples (
   mood public.mood
 );
 comment on table public.type_samples is 'One column per supported PostgreSQL type, for round-trip tests. Signed-in users and service_role only.';
+comment on column public.type_samples.tenant_id is 'A free label tests tag their rows with, not a tenant reference: type_samples is not tenant data (every signed-in user reads and writes every row).';
 
 alter table public.type_samples enable row level security;
 create policy type_samples_all_authenticated on public.type_samples

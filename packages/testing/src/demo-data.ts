@@ -1,7 +1,7 @@
 /** Shared HS256 secret of the test stacks (tokens are signed with it). */
 export const TEST_JWT_SECRET = 'test-secret-that-is-long-enough-for-hs256!';
 
-/** The demo users of db/seed.sql (see its header). */
+/** The demo users of db/seed.sql (see its header); every seeded membership is accepted. */
 export const USERS = {
   alice: 'aaaaaaaa-aaaa-aaaa-aaaa-aaaaaaaaaaaa', // admin of Acme
   bob: 'bbbbbbbb-bbbb-bbbb-bbbb-bbbbbbbbbbbb', // admin of Globex
