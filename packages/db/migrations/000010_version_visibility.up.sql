@@ -55,8 +55,9 @@ declare
   owner oid;
   columns text[];
   casts text;
-  permissive text;
-  restrictive text;
+  mask text;
+  branches text := '';
+  branch record;
   bypass text;
 begin
   select c.relname, format('%I.%I', n.nspname, c.relname), c.relrowsecurity, c.relforcerowsecurity, c.relowner
@@ -68,20 +69,49 @@ begin
     into columns, casts
     from (select a.*, row_number() over (order by a.attnum) as n
             from pg_attribute a where a.attrelid = target and a.attnum > 0 and not a.attisdropped) a;
-  -- A policy applies to the current role when it is for PUBLIC or for a role whose privileges
-  -- the current role has (as PostgreSQL decides it); the test is an initplan, once per run.
-  select string_agg(case when p.polpermissive then format('(%s and coalesce((%s), false))', p.guard, p.qual) end, ' or '),
-         string_agg(case when not p.polpermissive then format('(not %s or coalesce((%s), false))', p.guard, p.qual) end, ' and ')
-    into permissive, restrictive
-    from (
-      select p.polpermissive, pg_get_expr(p.polqual, p.polrelid) as qual,
-             case when 0 = any (p.polroles) then 'true'
-             else format('(select %s)', (select string_agg(format('pg_catalog.pg_has_role(%s::oid, ''USAGE'')', r), ' or ')
-                                          from unnest(p.polroles) r)) end as guard
-        from pg_policy p
-       where p.polrelid = target and p.polcmd in ('r', '*') and p.polqual is not null
-       order by p.polname
-    ) p;
+  -- Which SELECT policies apply depends on the role, as PostgreSQL decides it when planning:
+  -- a policy for PUBLIC, or for a role whose privileges the current role has. Only applicable
+  -- policies may be in the query (a function in another role's policy may not even be
+  -- executable by this one), so there is one query per set of applicable policies, written as
+  -- a mask with one digit per policy; PL/pgSQL plans a branch only when it first runs.
+  create temporary table sluice_policies on commit drop as
+    select row_number() over (order by p.polname) as n, p.polpermissive as permissive, p.polroles as roles,
+           pg_get_expr(p.polqual, p.polrelid) as qual
+      from pg_policy p
+     where p.polrelid = target and p.polcmd in ('r', '*') and p.polqual is not null;
+  select coalesce(string_agg(case when 0 = any (p.roles) then '''1'''
+           else format('(case when %s then ''1'' else ''0'' end)',
+             (select string_agg(format('pg_catalog.pg_has_role(%s::oid, ''USAGE'')', r), ' or ') from unnest(p.roles) r))
+           end, ' || ' order by p.n), '''''')
+    into mask from sluice_policies p;
+  -- A branch for the mask of every role that exists now; a role whose mask has no branch (made
+  -- later) finds the function out of date, and refreshing it adds the branch.
+  for branch in
+    select distinct m.mask,
+           (select string_agg(format('coalesce((%s), false)', p.qual), ' or ' order by p.n)
+              from sluice_policies p where p.permissive and substr(m.mask, p.n::integer, 1) = '1') as permissive,
+           (select string_agg(format('coalesce((%s), false)', p.qual), ' and ' order by p.n)
+              from sluice_policies p where not p.permissive and substr(m.mask, p.n::integer, 1) = '1') as restrictive
+      from (
+        select coalesce((select string_agg(case when 0 = any (p.roles)
+                               or exists (select 1 from unnest(p.roles) r where pg_has_role(role.oid, r, 'USAGE'))
+                             then '1' else '0' end, '' order by p.n) from sluice_policies p), '') as mask
+          from pg_roles role
+      ) m
+     order by m.mask
+  loop
+    branches := branches || format($b$
+        elsif sluice_mask = %L then
+          %s$b$, branch.mask,
+      case when branch.permissive is null then 'null; -- no permissive policy applies: nothing is visible'
+      else format($q$return query
+            select %1$I."sluice claim", %1$I."sluice record"
+              from (select sluice_claim as "sluice claim", w.n as "sluice record", %2$s
+                      from pg_catalog.unnest(sluice_want) as w(n)) as %1$I
+             where (%3$s) and (%4$s);$q$, relname, casts, branch.permissive, coalesce(branch.restrictive, 'true'))
+      end);
+  end loop;
+  drop table sluice_policies;
   if not rls then
     bypass := 'true';
   else
@@ -94,7 +124,7 @@ begin
     returns table (claim_index integer, record_index integer)
     language plpgsql
     security invoker
-    -- One plan per session for the lookup, whatever the claims: the policies' initplans
+    -- One plan per session for each branch, whatever the claims: the policies' initplans
     -- (auth.uid(), membership arrays) are evaluated per run, i.e. per claims document.
     set plan_cache_mode = force_generic_plan
     as $body$
@@ -103,12 +133,14 @@ begin
       sluice_want integer[];
       sluice_claim integer;
       sluice_bypass boolean;
+      sluice_mask text;
     begin
       if columns is distinct from %2$L::text[] or sluice.version_check_fingerprint(%3$s::oid) is distinct from %4$L then
         raise exception 'sluice: the change visibility check of %% is out of date', %5$L
           using errcode = 'object_not_in_prerequisite_state', hint = 'sluice_stale_version_check';
       end if;
       sluice_bypass := coalesce(%6$s, false);
+      sluice_mask := %7$s;
       for sluice_claim in 1 .. coalesce(pg_catalog.cardinality(claims), 0) loop
         -- wanted[i]: an integer[] literal of the records claims[i] asks about; null: those of claims[i - 1].
         if wanted[sluice_claim] is not null then
@@ -122,16 +154,16 @@ begin
         perform pg_catalog.set_config('request.jwt.claims', claims[sluice_claim], true);
         -- The version is rebuilt under the table's own name, so the policies' column references
         -- (bare, or qualified with the table name inside subqueries) resolve to it.
-        return query
-          select %7$I."sluice claim", %7$I."sluice record"
-            from (select sluice_claim as "sluice claim", w.n as "sluice record", %8$s
-                    from pg_catalog.unnest(sluice_want) as w(n)) as %7$I
-           where (%9$s) and (%10$s);
+        if false then
+          null;%8$s
+        else
+          raise exception 'sluice: the change visibility check of %% has no query for role %%', %5$L, current_user
+            using errcode = 'object_not_in_prerequisite_state', hint = 'sluice_stale_version_check';
+        end if;
       end loop;
     end
     $body$
-  $f$, fname, columns, target::oid, sluice.version_check_fingerprint(target), relation, bypass, relname,
-    casts, coalesce(permissive, 'false'), coalesce(restrictive, 'true'));
+  $f$, fname, columns, target::oid, sluice.version_check_fingerprint(target), relation, bypass, mask, branches);
   execute format('comment on function sluice.%I(text[], text[], text[], text[]) is %L', fname,
     format('Sluice: which logged versions of %s each claims document may see under its SELECT policies (created by sluice.enable_changes).', relation));
   execute format('revoke all on function sluice.%I(text[], text[], text[], text[]) from public', fname);
@@ -141,31 +173,24 @@ $$;
 comment on function sluice.create_version_check(regclass) is 'Sluice: (re)creates sluice.visible_versions_<oid>, the table''s SELECT policies applied to logged row versions.';
 revoke execute on function sluice.create_version_check(regclass) from public;
 
--- The events service's way to bring a check up to date after DDL; it may run as any request
--- role, so it only ever regenerates a captured table's check from the catalog, and only when stale.
+-- The events service's way to bring a check up to date after DDL (or for a role made since);
+-- it may run as any request role, so it only ever regenerates a captured table's check from
+-- the catalog.
 create function sluice.refresh_version_check(target regclass) returns void
 language plpgsql
 security definer
 set search_path = pg_catalog, pg_temp
 as $$
-declare
-  fname text := 'visible_versions_' || target::oid;
 begin
   if not sluice.changes_enabled(target) then
     raise exception 'sluice: changes of % are not captured', target using errcode = 'object_not_in_prerequisite_state';
   end if;
-  -- One refresh at a time per table; the others find it fresh afterwards.
-  perform pg_advisory_xact_lock(hashtext('sluice.refresh_version_check'), target::oid::integer);
-  -- The fingerprint is written into the function's body: present there means up to date.
-  if pg_catalog.to_regprocedure(format('sluice.%I(text[], text[], text[], text[])', fname)) is not null
-     and position(sluice.version_check_fingerprint(target) in pg_catalog.pg_get_functiondef(
-           pg_catalog.to_regprocedure(format('sluice.%I(text[], text[], text[], text[])', fname)))) > 0 then
-    return;
-  end if;
+  -- One refresh at a time per table (an oid does not fit an integer as it is: shifted into range).
+  perform pg_advisory_xact_lock(hashtext('sluice.refresh_version_check'), (target::oid::bigint - 2147483648)::integer);
   perform sluice.create_version_check(target);
 end
 $$;
-comment on function sluice.refresh_version_check(regclass) is 'Sluice: recreates a captured table''s version check when its policies, RLS flags, owner or columns changed.';
+comment on function sluice.refresh_version_check(regclass) is 'Sluice: recreates a captured table''s version check (after its policies, RLS flags, owner or columns changed, or for a new role).';
 revoke execute on function sluice.refresh_version_check(regclass) from public;
 grant execute on function sluice.refresh_version_check(regclass) to sluice_authenticator, anon, authenticated, service_role;
 

@@ -17,14 +17,16 @@ interface Wanted {
  * tells a subscriber anything about rows it may not see. The in-memory filter runs first only
  * to spare checks: its answer reaches nobody unless the check passes too. One batched check
  * per (subscriber, table), then the events in position order. Every subscriber's position then
- * moves to the end of the batch.
+ * moves to the end of the batch. A subscriber whose check failed is ended (UNAVAILABLE, resume
+ * from its last position) without holding back the others; the failures are returned.
  */
 export async function dispatchBatch(
   db: Database,
   subscribers: readonly Subscriber[],
   batch: ChangeBatch,
   signal: AbortSignal,
-): Promise<void> {
+): Promise<unknown[]> {
+  const failures: unknown[] = [];
   const started = performance.now();
   const wanted = new Map<Subscriber, Wanted[]>();
   const checks: VisibilityCheck[] = [];
@@ -56,6 +58,11 @@ export async function dispatchBatch(
   for (const [subscriber, list] of wanted) {
     for (const { change, sub, check } of list) {
       if (subscriber.closed) break;
+      if (check?.error !== undefined) {
+        subscriber.failDispatch(check.error);
+        failures.push(check.error);
+        break;
+      }
       if (check && !check.visible?.has(change)) continue;
       subscriber.deliver(change, sub);
     }
@@ -64,6 +71,7 @@ export async function dispatchBatch(
   timings.match = matched - started;
   timings.check = checked - matched;
   timings.deliver = performance.now() - checked;
+  return failures;
 }
 
 /** Where the last dispatch spent its time (ms), for the hub's debug log. */

@@ -86,6 +86,9 @@ function resolveTables(
     }
     if (operations.size === 0) for (const op of Object.values(OPS)) operations.add(op);
     const projection = access.columns(table, t.columns, `${field}.columns`, 'select');
+    // Every event carries the row's key (a DELETE nothing else): refused up front for a role
+    // that may not read a key column, rather than failing later, batch after batch.
+    for (const name of table.primaryKey) access.column(table, name, `${field}.table`, 'select');
     const matches = compileMatcher(
       t.filter,
       table.columns.map((c) => ({ name: c.name, typeOid: c.typeOid })),

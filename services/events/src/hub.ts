@@ -1,5 +1,5 @@
 import { type ChangeFeed, comparePositions, readChanges } from '@sluice/changes';
-import { SluiceError, sleep } from '@sluice/core';
+import { type SluiceError, sleep } from '@sluice/core';
 import { type Database, mapPgError } from '@sluice/db';
 import type { Logger } from 'pino';
 import { dispatchBatch, timings } from './dispatch';
@@ -54,7 +54,9 @@ export class SubscriptionHub {
         const batch = await readChanges(this.db.pool, subscriber.position, limit, {
           signal: combined,
         });
-        await dispatchBatch(this.db, [subscriber], batch, combined);
+        const failures = await dispatchBatch(this.db, [subscriber], batch, combined);
+        if (failures.length > 0)
+          this.logger.warn({ err: failures[0] }, 'visibility check failed; stream ended');
         // Caught up with the log but the feed has not read that far yet: give it a moment.
         if (batch.changes.length === 0) await sleep(10, { signal: combined });
       }
@@ -95,7 +97,12 @@ export class SubscriptionHub {
     this.processing = true;
     const started = performance.now();
     try {
-      await dispatchBatch(this.db, [...this.attached], batch, this.stop.signal);
+      const failures = await dispatchBatch(this.db, [...this.attached], batch, this.stop.signal);
+      if (failures.length > 0)
+        this.logger.warn(
+          { err: failures[0], streams: failures.length },
+          'visibility checks failed; those streams ended',
+        );
       this.logger.debug(
         {
           changes: batch.changes.length,
@@ -112,15 +119,7 @@ export class SubscriptionHub {
     } catch (error) {
       // A failed visibility check must not skip changes silently: end the streams, clients resume.
       this.logger.error({ err: error }, 'dispatching a batch failed; ending the streams');
-      for (const subscriber of this.attached) {
-        subscriber.fail(
-          new SluiceError('UNAVAILABLE', 'Delivering changes failed; reconnect from the last position', {
-            reason: 'SLUICE_DISPATCH_FAILED',
-            metadata: { position: subscriber.lastSent },
-          }),
-          true, // nothing after the position in the error may reach the client
-        );
-      }
+      for (const subscriber of this.attached) subscriber.failDispatch(error);
       this.attached.clear();
     } finally {
       this.processing = false;

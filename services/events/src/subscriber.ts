@@ -112,6 +112,21 @@ export class Subscriber {
     this.queue.fail(error, { drop });
   }
 
+  /**
+   * Ends the stream because its changes could not be delivered (its RLS check failed): nothing
+   * queued reaches the client, which resumes from the last position it was sent.
+   */
+  failDispatch(cause?: unknown): void {
+    this.fail(
+      new SluiceError('UNAVAILABLE', 'Delivering changes failed; reconnect from the last position', {
+        reason: 'SLUICE_DISPATCH_FAILED',
+        metadata: { position: this.lastSent },
+        cause,
+      }),
+      true,
+    );
+  }
+
   private overflow(): void {
     this.fail(
       new SluiceError(

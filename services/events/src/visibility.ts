@@ -12,6 +12,8 @@ export interface VisibilityCheck {
   readonly changes: readonly Change[];
   /** Filled in: the changes whose version the identity may see. */
   visible?: Set<Change>;
+  /** Set when this check could not be answered (the others still were). */
+  error?: unknown;
 }
 
 /** Identities of one role that ask one table about the same versions with the same claims: asked once. */
@@ -63,6 +65,7 @@ async function checkOnce(
   const lists: (readonly Change[])[] = [];
   for (const check of checks) {
     check.visible = new Set();
+    check.error = undefined;
     if (check.changes.length === 0) continue;
     const changes = sharedList(lists, check.changes);
     const byClaims = entry(entry(entry(byRole, check.identity.role), check.table), changes);
@@ -82,28 +85,54 @@ async function checkOnce(
     for (let i = 0; i < list.length; i += size) groups.push(list.slice(i, i + size));
   }
   await Promise.all(
-    groups.map((lookups) =>
-      db.transaction(
-        {
-          identity: ((lookups[0] as Lookup).checks[0] as VisibilityCheck).identity,
-          readOnly: true,
-          signal,
-          deadline: undefined,
-        },
-        async (tx) => {
-          const pending: Promise<void>[] = [];
-          for (let start = 0; start < lookups.length; ) {
-            const table = (lookups[start] as Lookup).table;
-            let end = start + 1;
-            while (end < lookups.length && lookups[end]?.table === table) end++;
-            pending.push(lookupTable(tx, table, lookups.slice(start, end)));
-            start = end;
-          }
-          await Promise.all(pending);
-        },
-        { rollback: true },
-      ),
-    ),
+    groups.map(async (lookups) => {
+      try {
+        await lookupGroup(db, lookups, signal);
+      } catch (error) {
+        if (signal.aborted || isStaleCheck(error)) throw error;
+        // One role's or one table's failure (a policy calling a function the role may not
+        // execute, say) must not end anybody else's stream: retry table by table, and mark
+        // only the checks that still fail.
+        const tables = [...new Set(lookups.map((l) => l.table))];
+        for (const table of tables) {
+          const mine = lookups.filter((l) => l.table === table);
+          const failed =
+            tables.length === 1
+              ? error
+              : await lookupGroup(db, mine, signal).then(
+                  () => undefined,
+                  (e) => e,
+                );
+          if (failed === undefined) continue;
+          if (signal.aborted || isStaleCheck(failed)) throw failed;
+          for (const lookup of mine) for (const check of lookup.checks) check.error = failed;
+        }
+      }
+    }),
+  );
+}
+
+/** The lookups of one role, in one read-only transaction under that role (one statement per table). */
+function lookupGroup(db: Database, lookups: Lookup[], signal: AbortSignal): Promise<void> {
+  return db.transaction(
+    {
+      identity: ((lookups[0] as Lookup).checks[0] as VisibilityCheck).identity,
+      readOnly: true,
+      signal,
+      deadline: undefined,
+    },
+    async (tx) => {
+      const pending: Promise<void>[] = [];
+      for (let start = 0; start < lookups.length; ) {
+        const table = (lookups[start] as Lookup).table;
+        let end = start + 1;
+        while (end < lookups.length && lookups[end]?.table === table) end++;
+        pending.push(lookupTable(tx, table, lookups.slice(start, end)));
+        start = end;
+      }
+      await Promise.all(pending);
+    },
+    { rollback: true },
   );
 }
 

@@ -64,6 +64,19 @@ beforeAll(async () => {
     create table public.secrets (id int primary key, note text, secret text);
     grant select (id, note) on public.secrets to authenticated;
     select sluice.enable_changes('public.secrets');
+    -- authenticated may read note but not the key: its events could not even carry the key.
+    create table public.keyhidden (id int primary key, note text);
+    grant select (note) on public.keyhidden to authenticated;
+    select sluice.enable_changes('public.keyhidden');
+    -- anon's policy calls a function anon may not execute: anon's check fails, nobody else's.
+    create function public.fragile_ok(note text) returns boolean language sql stable as 'select true';
+    revoke execute on function public.fragile_ok(text) from public;
+    create table public.fragile (id int primary key, note text);
+    alter table public.fragile enable row level security;
+    create policy fragile_anon on public.fragile for select to anon using (public.fragile_ok(note));
+    create policy fragile_member on public.fragile for select to authenticated using (true);
+    grant select on public.fragile to anon, authenticated;
+    select sluice.enable_changes('public.fragile');
   `);
   alice = stack.eventsClient(await stack.token('alice'));
   service = stack.eventsClient(await stack.token('service'));
@@ -170,6 +183,37 @@ describe('column privileges', () => {
     await expectSubscribeRejected(alice, secrets({ filter: eq('secret', V.str('hidden')) }), {
       code: Status.PERMISSION_DENIED,
     });
+  });
+
+  it('a table whose key columns the role cannot read is refused up front', async () => {
+    let r: Awaited<ReturnType<typeof expectSubscribeRejected>> | undefined;
+    await eventually(async () => {
+      r = await expectSubscribeRejected(
+        alice,
+        { tables: [{ table: 'keyhidden', columns: ['note'] }], start: fromNow },
+        { code: Status.PERMISSION_DENIED, reason: 'SLUICE_COLUMN_NOT_ALLOWED' },
+      );
+    }, 'keyhidden never became known');
+    expect(r?.fields).toContain('tables[0].table');
+  });
+
+  it('a subscriber whose visibility check fails ends alone; other streams go on', async () => {
+    const fragile: SubscribeReq = { tables: [{ table: 'fragile' }], start: fromNow };
+    await eventually(() => livePosition(alice, fragile), 'fragile never became subscribable');
+    const anon = new OpenStream(stack.eventsClient(), fragile);
+    const member = new OpenStream(alice, fragile);
+    await Promise.all([anon.ready(), member.ready()]);
+    try {
+      await admin.query(`insert into public.fragile values (1, 'a')`);
+      await anon.done;
+      expect(anon.error).toMatchObject({ code: Status.UNAVAILABLE });
+      await admin.query(`insert into public.fragile values (2, 'b')`);
+      await member.waitFor((x) => x.changes.length === 2, 10_000, 'both inserts');
+      expect(member.ended).toBe(false);
+      expect(member.changes.map((e) => recordOf(e)?.id)).toEqual([1n, 2n]);
+    } finally {
+      await Promise.all([anon.cancel(), member.cancel()]);
+    }
   });
 
   it('a projection of a column the role cannot read', async () => {
