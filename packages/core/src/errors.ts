@@ -35,6 +35,24 @@ export interface SluiceErrorOptions {
   readonly cause?: unknown;
 }
 
+/**
+ * Stable `reason` strings (google.rpc.ErrorInfo) for the limits that keep one caller from taking
+ * what every caller shares (pooled connections, streams). All are RESOURCE_EXHAUSTED except
+ * `snapshotTimeout` (DEADLINE_EXCEEDED); clients retry them with backoff.
+ */
+export const LimitReason = {
+  /** This identity (role + `sub`) already holds its share of this kind of work; metadata `limit`, `kind`. */
+  identityLimit: 'SLUICE_IDENTITY_LIMIT',
+  /** The whole instance holds as much of this kind of work as it allows; metadata `limit`, `kind`. */
+  totalLimit: 'SLUICE_TOTAL_LIMIT',
+  /** A stream's client did not take the next message within the stall timeout; the stream ended. */
+  streamStalled: 'SLUICE_STREAM_STALLED',
+  /** An events snapshot took longer than its time limit; narrow the filter. DEADLINE_EXCEEDED. */
+  snapshotTimeout: 'SLUICE_SNAPSHOT_TIMEOUT',
+} as const;
+
+export type LimitReason = (typeof LimitReason)[keyof typeof LimitReason];
+
 export class SluiceError extends Error {
   override readonly name = 'SluiceError';
   readonly code: ErrorCode;

@@ -1,4 +1,10 @@
 export { type AbortOptions, abortError, sleep, throwIfAborted, withDeadline } from './abort';
+export {
+  ConcurrencyLimit,
+  type ConcurrencyLimitOptions,
+  type ConcurrencySlot,
+  identityKey,
+} from './concurrency-limit';
 export { ConfigError, deepFreeze, type Env, EnvReader } from './config';
 export type { Identity, RequestContext } from './context';
 export {
@@ -6,6 +12,7 @@ export {
   type FieldViolation,
   invalidArgument,
   isSluiceError,
+  LimitReason,
   SluiceError,
   type SluiceErrorOptions,
 } from './errors';

@@ -30,6 +30,6 @@ export {
 export { mapPgError } from './errors';
 export { type PgType, type TypeKind, TypeRegistry } from './pg-types';
 export { createPool, type PoolConfig } from './pool';
-export { type PoolSettings, readPoolSettings } from './pool-settings';
+export { type PoolSettings, poolConnectionString, readPoolSettings } from './pool-settings';
 export { compile } from './sql';
 export { decodeValue, encodeValue, formatTimestamp, type PgParam, parseTimestamp } from './wire-values';

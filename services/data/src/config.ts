@@ -14,6 +14,17 @@ export interface DataConfig extends ServiceSettings {
     readonly estimateThreshold: number;
     readonly statementTimeoutMs: number;
     readonly streamChunkRows: number;
+    /** A SelectStream whose client does not take the next message within this ends (RESOURCE_EXHAUSTED). */
+    readonly streamStallTimeoutMs: number;
+  };
+  /**
+   * Calls that hold a pooled connection for long (SelectStream, Transaction): at most this many
+   * per identity (role + `sub`; service_role is bounded by the total only) and in total, so the
+   * rest of the pool always remains for other callers. Beyond either: RESOURCE_EXHAUSTED at once.
+   */
+  readonly longCalls: {
+    readonly perIdentity: number;
+    readonly total: number;
   };
 }
 
@@ -25,10 +36,25 @@ export interface DataConfig extends ServiceSettings {
  */
 export function loadDataConfig(env: Env): DataConfig {
   const r = new EnvReader(env);
+  const pool = readPoolSettings(r);
+  const streamStallTimeoutMs = r.int('STREAM_STALL_TIMEOUT_MS', 30_000, { min: 10, max: 3_600_000 });
+  const longCalls = {
+    // Defaults: a quarter of the pool per identity, three quarters in total.
+    perIdentity: r.int('MAX_LONG_CALLS_PER_IDENTITY', Math.max(1, Math.ceil(pool.max / 4)), { min: 1 }),
+    total: r.int('MAX_LONG_CALLS', Math.max(1, Math.floor((pool.max * 3) / 4)), { min: 1 }),
+  };
+  if (longCalls.total > pool.max) r.problem('MAX_LONG_CALLS must not exceed DB_POOL_MAX');
+  if (longCalls.perIdentity > longCalls.total) {
+    r.problem('MAX_LONG_CALLS_PER_IDENTITY must not exceed MAX_LONG_CALLS');
+  }
+  if (pool.idleInTransactionTimeoutMs > 0 && pool.idleInTransactionTimeoutMs <= streamStallTimeoutMs) {
+    // The backstop would end a slow but live stream's session before the stall timeout does.
+    r.problem('DB_IDLE_IN_TRANSACTION_TIMEOUT_MS must be 0 or greater than STREAM_STALL_TIMEOUT_MS');
+  }
   const config: DataConfig = {
     ...readServiceSettings(r),
     grpcAddress: r.string('DATA_GRPC_ADDRESS', '127.0.0.1:50051'),
-    pool: readPoolSettings(r),
+    pool,
     auth: readAuthSettings(r),
     limits: {
       defaultLimit: r.int('DEFAULT_LIMIT', 100, { min: 1 }),
@@ -36,7 +62,9 @@ export function loadDataConfig(env: Env): DataConfig {
       estimateThreshold: r.int('COUNT_ESTIMATE_THRESHOLD', 10_000),
       statementTimeoutMs: r.int('STATEMENT_TIMEOUT_MS', 10_000, { min: 1 }),
       streamChunkRows: r.int('STREAM_CHUNK_ROWS', 500, { min: 1, max: 100_000 }),
+      streamStallTimeoutMs,
     },
+    longCalls,
   };
   r.done();
   return deepFreeze(config);

@@ -1,10 +1,11 @@
-import { invalidArgument, SluiceError } from '@sluice/core';
+import { type ConcurrencyLimit, invalidArgument, LimitReason, SluiceError } from '@sluice/core';
 import { compile, type Database, mapPgError, type RequestScope, type SchemaCatalog } from '@sluice/db';
 import type { AuthenticatedContext } from '@sluice/grpc';
 import type { data } from '@sluice/proto';
 import {
   Access,
   orderByClause,
+  explainError,
   type Plan,
   planCall,
   planDelete,
@@ -24,7 +25,9 @@ export interface DataServiceDeps {
   readonly db: Database;
   /** The current schema catalog (it is replaced after DDL). */
   readonly catalog: () => SchemaCatalog;
-  readonly limits: SelectLimits & { readonly streamChunkRows: number };
+  readonly limits: SelectLimits & { readonly streamChunkRows: number; readonly streamStallTimeoutMs: number };
+  /** Slots for calls that hold a connection for long: SelectStream and Transaction. */
+  readonly longCalls: ConcurrencyLimit;
 }
 
 /** Most operations one Transaction call may carry. */
@@ -80,15 +83,19 @@ function planOperation(
 export function createDataService(
   deps: DataServiceDeps,
 ): ServiceImplementation<typeof data.DataServiceDefinition, AuthenticatedContext> {
-  const { db, limits } = deps;
+  const { db, limits, longCalls } = deps;
   const access = (context: Context) => new Access(deps.catalog(), context.identity.role);
 
   async function run<R>(plan: Plan<R>, context: Context): Promise<R> {
     const scope = scopeOf(context, plan.readOnly);
-    if (plan.oneShot) return plan.finish(await db.run(scope, plan.statements), undefined);
-    return db.transaction(scope, async (tx) =>
-      plan.finish(await Promise.all(plan.statements.map((s) => tx.query(s))), tx),
-    );
+    try {
+      if (plan.oneShot) return await plan.finish(await db.run(scope, plan.statements), undefined);
+      return await db.transaction(scope, async (tx) =>
+        plan.finish(await Promise.all(plan.statements.map((s) => tx.query(s))), tx),
+      );
+    } catch (error) {
+      throw explainError(plan, error);
+    }
   }
 
   return {
@@ -115,13 +122,44 @@ export function createDataService(
       );
       const chunkRows = Math.min(req.chunkSize || limits.streamChunkRows, 10_000);
       const types = deps.catalog().types;
-      let first = true;
-      for await (const chunk of db.stream(scopeOf(context, true), statement, chunkRows)) {
-        yield {
-          columns: first ? chunk.fields.map((f) => ({ name: f.name, type: types.name(f.dataTypeID) })) : [],
-          rows: chunk.rows.map((row) => toRow(row, chunk.fields, types)),
-        };
-        first = false;
+      const slot = longCalls.acquire(context.identity);
+      const chunks = db.stream(scopeOf(context, true), statement, chunkRows);
+      let stalled = false;
+      let rowsSent = 0;
+      try {
+        for (let first = true; ; first = false) {
+          const next = await chunks.next();
+          if (next.done) break;
+          const chunk = next.value;
+          // While the client has not taken this message the cursor's transaction sits idle on a
+          // pooled connection. Past the stall timeout, give the connection (and the slot's share
+          // of the total) back at once; nice-grpc cannot end a call whose write is blocked, so the
+          // call ends with the error when the client reads again, cancels or hits its deadline.
+          const timer = setTimeout(() => {
+            stalled = true;
+            slot.releaseTotal();
+            context.sluice.logger.info(
+              { rows_sent: rowsSent, stall_timeout_ms: limits.streamStallTimeoutMs },
+              'stream stalled: connection released',
+            );
+            chunks.return(undefined).catch(() => {});
+          }, limits.streamStallTimeoutMs);
+          rowsSent += chunk.rows.length;
+          try {
+            yield {
+              columns: first
+                ? chunk.fields.map((f) => ({ name: f.name, type: types.name(f.dataTypeID) }))
+                : [],
+              rows: chunk.rows.map((row) => toRow(row, chunk.fields, types)),
+            };
+          } finally {
+            clearTimeout(timer);
+          }
+          if (stalled) throw streamStalled(limits.streamStallTimeoutMs, rowsSent);
+        }
+      } finally {
+        await chunks.return(undefined);
+        slot.release();
       }
     },
 
@@ -147,6 +185,7 @@ export function createDataService(
         context,
         plans.every((p) => p.readOnly),
       );
+      using _slot = longCalls.acquire(context.identity);
       const results = await db.transaction(
         scope,
         async (tx) => {
@@ -156,7 +195,7 @@ export function createDataService(
               const statementResults = await Promise.all(plan.statements.map((s) => tx.query(s)));
               out.push({ kind: await plan.finish(statementResults, tx) });
             } catch (error) {
-              throw withOperationIndex(mapPgError(error, scope.signal), i);
+              throw withOperationIndex(explainError(plan, mapPgError(error, scope.signal)) as SluiceError, i);
             }
           }
           return out;
@@ -170,6 +209,18 @@ export function createDataService(
       return describeSchema(deps.catalog(), context.identity.role, req.schemas);
     },
   };
+}
+
+/** The error a SelectStream ends with when its client stopped taking messages. */
+function streamStalled(stallTimeoutMs: number, rowsSent: number): SluiceError {
+  return new SluiceError(
+    'RESOURCE_EXHAUSTED',
+    `The stream was ended: its client did not take the next message within ${stallTimeoutMs} ms`,
+    {
+      reason: LimitReason.streamStalled,
+      metadata: { stall_timeout_ms: String(stallTimeoutMs), rows_sent: String(rowsSent) },
+    },
+  );
 }
 
 /** Adds which operation failed to an error from inside a Transaction. */

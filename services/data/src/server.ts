@@ -1,6 +1,7 @@
 import { setTimeout as delay } from 'node:timers/promises';
 import { createAuthenticator } from '@sluice/auth';
-import { CatalogWatcher, createPool, Database, migrationsCurrent } from '@sluice/db';
+import { ConcurrencyLimit } from '@sluice/core';
+import { CatalogWatcher, createPool, Database, migrationsCurrent, poolConnectionString } from '@sluice/db';
 import { authMiddleware, createGrpcServer } from '@sluice/grpc';
 import { createLogger } from '@sluice/observability';
 import { data } from '@sluice/proto';
@@ -34,7 +35,7 @@ const SERVICE_NAME = data.DataServiceDefinition.fullName;
 export async function startDataServer(config: DataConfig, options: StartOptions = {}): Promise<DataServer> {
   const logger = options.logger ?? createLogger({ service: 'data', level: config.logLevel, env: config.env });
   const pool = createPool({
-    connectionString: config.databaseUrl,
+    connectionString: poolConnectionString(config.databaseUrl, config.pool),
     applicationName: 'sluice-data',
     ...config.pool,
   });
@@ -53,12 +54,20 @@ export async function startDataServer(config: DataConfig, options: StartOptions 
     maxSendMessageBytes: config.maxMessageBytes,
     reflectionServices: [SERVICE_NAME],
   });
-  server.services
-    .with(authMiddleware((header, o) => authenticator.authenticate(header, o)))
-    .add(
-      data.DataServiceDefinition,
-      createDataService({ db, catalog: () => catalog.current, limits: config.limits }),
-    );
+  server.services.with(authMiddleware((header, o) => authenticator.authenticate(header, o))).add(
+    data.DataServiceDefinition,
+    createDataService({
+      db,
+      catalog: () => catalog.current,
+      limits: config.limits,
+      longCalls: new ConcurrencyLimit({
+        kind: 'streams and transactions',
+        ...config.longCalls,
+        // Trusted backends (the service key bypasses RLS): bounded by the total only.
+        uncappedRoles: ['service_role'],
+      }),
+    }),
+  );
   await warnIfSuperuser(pool, logger);
   const port = await server.listen(config.grpcAddress);
   logger.info({ address: config.grpcAddress, port }, 'data service listening');
