@@ -1,4 +1,5 @@
-import pg from 'pg';
+import { ReconnectingSession } from '@sluice/db';
+import type pg from 'pg';
 import type { Logger } from 'pino';
 import { comparePositions, type Position } from './position';
 import { type ChangeBatch, currentPosition, readChangesDetailed } from './read-changes';
@@ -24,7 +25,7 @@ type Listener = (batch: ChangeBatch) => Promise<void> | void;
 
 const CHANNEL = 'sluice_changes';
 const RECONNECT_MIN_MS = 100;
-const RECONNECT_MAX_MS = 10_000;
+const RECONNECT_MAX_MS = 5_000;
 // When another instance was appending a window (its changes are about to be readable), read
 // again soon rather than at the next poll.
 const WAITING_MIN_MS = 10;
@@ -32,8 +33,8 @@ const WAITING_MIN_MS = 10;
 /**
  * The shared reader of one service instance: reads the change log from the current position on
  * when the snapshot probe sees transactions end (every probeIntervalMs), when woken by NOTIFY
- * sluice_changes on a dedicated session (reconnected with backoff; tables captured with
- * notify => true), and at least every pollIntervalMs. Batches go to the listeners in order; the
+ * sluice_changes on a dedicated session (a ReconnectingSession: one loop, backoff with jitter
+ * and a cap; tables captured with notify => true), and at least every pollIntervalMs. Batches go to the listeners in order; the
  * next read waits for them.
  */
 export class ChangeFeed {
@@ -43,9 +44,7 @@ export class ChangeFeed {
   #closed = false;
   #wakePending = false;
   #wakeUp: (() => void) | undefined;
-  #listen: pg.Client | undefined;
-  #reconnectTimer: NodeJS.Timeout | undefined;
-  #reconnectDelay = RECONNECT_MIN_MS;
+  #listen: ReconnectingSession | undefined;
   #loop: Promise<void> | undefined;
 
   private constructor(options: ChangeFeedOptions, head: Position) {
@@ -59,7 +58,24 @@ export class ChangeFeed {
    */
   static async start(options: ChangeFeedOptions): Promise<ChangeFeed> {
     const feed = new ChangeFeed(options, await currentPosition(options.pool));
-    await feed.#connect();
+    feed.#listen = await ReconnectingSession.start({
+      name: 'change feed LISTEN',
+      connectionString: options.listenConnectionString,
+      applicationName: 'sluice-change-feed',
+      logger: options.logger,
+      minDelayMs: RECONNECT_MIN_MS,
+      maxDelayMs: RECONNECT_MAX_MS,
+      setup: async (client) => {
+        await client.query(`listen ${CHANNEL}`);
+      },
+      onNotification: (msg) => {
+        if (msg.channel === CHANNEL) feed.#wake();
+      },
+      // Notifications sent while disconnected are lost: read now.
+      onConnected: (reconnected) => {
+        if (reconnected) feed.#wake();
+      },
+    });
     feed.#loop = feed.#run();
     return feed;
   }
@@ -85,62 +101,14 @@ export class ChangeFeed {
   async close(): Promise<void> {
     if (this.#closed) return;
     this.#closed = true;
-    clearTimeout(this.#reconnectTimer);
     this.#wake();
     await this.#loop;
-    const listen = this.#listen;
-    this.#listen = undefined;
-    await listen?.end().catch(() => {});
+    await this.#listen?.close();
   }
 
   #wake(): void {
     this.#wakePending = true;
     this.#wakeUp?.();
-  }
-
-  async #connect(): Promise<void> {
-    const { logger } = this.#options;
-    const client = new pg.Client({
-      connectionString: this.#options.listenConnectionString,
-      keepAlive: true,
-      application_name: 'sluice-change-feed',
-    });
-    let failed = false;
-    const onFailure = (error?: Error) => {
-      if (failed) return;
-      failed = true;
-      if (this.#listen === client) this.#listen = undefined;
-      client.end().catch(() => {});
-      if (this.#closed) return;
-      logger.warn({ err: error }, 'change feed: LISTEN connection lost; reconnecting');
-      this.#scheduleReconnect();
-    };
-    client.on('error', onFailure);
-    client.on('end', () => onFailure());
-    client.on('notification', (msg) => {
-      if (msg.channel === CHANNEL) this.#wake();
-    });
-    await client.connect();
-    await client.query(`listen ${CHANNEL}`);
-    this.#listen = client;
-    this.#reconnectDelay = RECONNECT_MIN_MS;
-  }
-
-  #scheduleReconnect(): void {
-    const delay = this.#reconnectDelay * (0.5 + Math.random() / 2);
-    this.#reconnectDelay = Math.min(this.#reconnectDelay * 2, RECONNECT_MAX_MS);
-    this.#reconnectTimer = setTimeout(() => {
-      if (this.#closed) return;
-      this.#connect().then(
-        // Notifications sent while disconnected are lost: read now.
-        () => this.#wake(),
-        (error: unknown) => {
-          this.#options.logger.warn({ err: error }, 'change feed: LISTEN reconnect failed');
-          this.#scheduleReconnect();
-        },
-      );
-    }, delay);
-    this.#reconnectTimer.unref();
   }
 
   async #run(): Promise<void> {

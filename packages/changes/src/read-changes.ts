@@ -1,4 +1,5 @@
 import { type AbortOptions, SluiceError, throwIfAborted } from '@sluice/core';
+import { releaseClient } from '@sluice/db';
 import pg from 'pg';
 import type { Logger } from 'pino';
 import { comparePositions, continuePosition, formatSnapshot, type Position, type Snapshot } from './position';
@@ -305,11 +306,7 @@ async function readOnce(
     throw error;
   } finally {
     // A failed connection must not go back to the pool; a failed statement leaves it usable.
-    const fatal =
-      broken !== undefined &&
-      (broken as { code?: string }).code === undefined &&
-      !(broken instanceof SluiceError);
-    client.release(fatal ? broken : undefined);
+    releaseClient(client, broken instanceof SluiceError ? undefined : broken);
   }
 }
 

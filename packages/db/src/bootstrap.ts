@@ -2,7 +2,7 @@ import { readFile } from 'node:fs/promises';
 import { fileURLToPath } from 'node:url';
 import type { AbortOptions } from '@sluice/core';
 import { type Applied, Migrator } from '@sluice/migrate';
-import pg from 'pg';
+import { withSession } from './session';
 
 /** Sluice's own schema (roles, auth.* helpers, the sluice schema), versioned apart from the user's. */
 export const CORE_MIGRATIONS_DIR = fileURLToPath(new URL('../migrations', import.meta.url));
@@ -43,15 +43,9 @@ export async function migrateAll(connectionString: string, options: MigrateAllOp
  * unqualified, as the migrators place them: in the session's current schema.
  */
 async function grantTrackingTables(connectionString: string): Promise<void> {
-  const client = new pg.Client({ connectionString });
-  await client.connect();
-  try {
-    await client.query(
-      `grant select on table ${CORE_MIGRATIONS_TABLE}, schema_migrations to sluice_authenticator`,
-    );
-  } finally {
-    await client.end();
-  }
+  await withSession({ connectionString, applicationName: 'sluice-migrate' }, (client) =>
+    client.query(`grant select on table ${CORE_MIGRATIONS_TABLE}, schema_migrations to sluice_authenticator`),
+  );
 }
 
 /** True when neither migration set has anything pending and neither is dirty. */
@@ -69,16 +63,14 @@ export async function migrationsCurrent(connectionString: string, userDir: strin
 /** Runs a SQL file in one transaction (the demo seed). */
 export async function runSqlFile(connectionString: string, file: string): Promise<void> {
   const text = await readFile(file, 'utf8');
-  const client = new pg.Client({ connectionString });
-  await client.connect();
-  try {
-    await client.query('begin');
-    await client.query(text);
-    await client.query('commit');
-  } catch (error) {
-    await client.query('rollback').catch(() => {});
-    throw error;
-  } finally {
-    await client.end();
-  }
+  await withSession({ connectionString, applicationName: 'sluice-seed' }, async (client) => {
+    try {
+      await client.query('begin');
+      await client.query(text);
+      await client.query('commit');
+    } catch (error) {
+      await client.query('rollback').catch(() => {});
+      throw error;
+    }
+  });
 }

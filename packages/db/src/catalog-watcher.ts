@@ -1,6 +1,6 @@
-import pg from 'pg';
 import type { Logger } from 'pino';
 import { loadCatalog, type SchemaCatalog } from './catalog';
+import { ReconnectingSession } from './session';
 
 export interface CatalogWatcherOptions {
   readonly connectionString: string;
@@ -14,17 +14,18 @@ export interface CatalogWatcherOptions {
 }
 
 const RECONNECT_MIN_MS = 250;
-const RECONNECT_MAX_MS = 10_000;
+const RECONNECT_MAX_MS = 5_000;
 const DEBOUNCE_MS = 50;
 
 /**
  * Holds the current schema catalog and reloads it after DDL, without a restart: the core
  * migration's event trigger sends NOTIFY sluice_schema, which a dedicated LISTEN session
- * receives (LISTEN needs a session, not a pooled transaction). The session reconnects with
- * backoff and reloads on reconnect, since notifications sent while it was away are lost.
+ * receives (LISTEN needs a session, not a pooled transaction). The session reconnects in one
+ * loop with backoff, jitter and a cap (ReconnectingSession) and reloads on reconnect, since
+ * notifications sent while it was away are lost.
  */
 export class CatalogWatcher {
-  private listener: pg.Client | undefined;
+  private listener: ReconnectingSession | undefined;
   private closed = false;
   private reloadTimer: NodeJS.Timeout | undefined;
   private reloading: Promise<void> | undefined;
@@ -73,7 +74,7 @@ export class CatalogWatcher {
   async close(): Promise<void> {
     this.closed = true;
     clearTimeout(this.reloadTimer);
-    await this.listener?.end().catch(() => {});
+    await this.listener?.close();
     await this.reloading;
   }
 
@@ -82,34 +83,23 @@ export class CatalogWatcher {
     this.reloadTimer = setTimeout(() => void this.reload(), DEBOUNCE_MS);
   }
 
-  private async listen(attempt = 0): Promise<void> {
-    if (this.closed) return;
-    const client = new pg.Client({
+  private async listen(): Promise<void> {
+    const channel = this.options.channel ?? 'sluice_schema';
+    this.listener = await ReconnectingSession.start({
+      name: 'catalog listener',
       connectionString: this.options.connectionString,
-      application_name: 'sluice-catalog-listener',
+      applicationName: 'sluice-catalog-listener',
+      logger: this.options.logger,
+      minDelayMs: RECONNECT_MIN_MS,
+      maxDelayMs: RECONNECT_MAX_MS,
+      setup: async (client) => {
+        await client.query(`listen ${channel}`);
+      },
+      onNotification: () => this.scheduleReload(),
+      // DDL may have happened while the session was away.
+      onConnected: (reconnected) => {
+        if (reconnected && !this.closed) this.scheduleReload();
+      },
     });
-    client.on('notification', () => this.scheduleReload());
-    client.on('error', () => {});
-    client.on('end', () => {
-      if (this.closed || this.listener !== client) return;
-      this.listener = undefined;
-      this.options.logger.warn('schema listener disconnected; reconnecting');
-      this.reconnect(1);
-    });
-    try {
-      await client.connect();
-      await client.query(`listen ${this.options.channel ?? 'sluice_schema'}`);
-      this.listener = client;
-      if (attempt > 0) this.scheduleReload();
-    } catch (error) {
-      await client.end().catch(() => {});
-      if (attempt === 0) throw error;
-      this.reconnect(attempt + 1);
-    }
-  }
-
-  private reconnect(attempt: number): void {
-    const delay = Math.min(RECONNECT_MAX_MS, RECONNECT_MIN_MS * 2 ** attempt) * (0.5 + Math.random() / 2);
-    setTimeout(() => void this.listen(attempt), delay).unref();
   }
 }

@@ -1,5 +1,5 @@
-import pg from 'pg';
 import { type PgType, TypeRegistry } from './pg-types';
+import { openSession } from './session';
 
 export interface ColumnPrivileges {
   readonly select: boolean;
@@ -205,13 +205,9 @@ export async function loadCatalog(
   schemas: readonly string[],
   roles: readonly string[],
 ): Promise<SchemaCatalog> {
-  // Pipelined: the five catalog queries go out together.
-  const client = new pg.Client({
-    connectionString,
-    application_name: 'sluice-catalog',
-    ...({ pipeline: true } as object),
-  });
-  await client.connect();
+  // Pipelined: the five catalog queries go out together. A session connection (session.ts), so
+  // the server dropping it mid-load fails the load instead of crashing the process.
+  const client = await openSession({ connectionString, applicationName: 'sluice-catalog', pipeline: true });
   try {
     const params = [schemas, roles];
     const [types, tables, columns, fks, functions] = await Promise.all([
@@ -257,7 +253,7 @@ export async function loadCatalog(
     const catalogFunctions = functions.rows.map(buildFunction);
     return new SchemaCatalog(schemas, catalogTables, catalogFunctions, registry);
   } finally {
-    await client.end();
+    await client.end().catch(() => {});
   }
 }
 

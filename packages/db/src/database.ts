@@ -1,6 +1,7 @@
 import { abortError, type Identity, SluiceError } from '@sluice/core';
-import pg from 'pg';
+import type pg from 'pg';
 import { mapPgError } from './errors';
+import { releaseClient, withSession } from './session';
 import { StatementCache } from './statement-cache';
 
 /** A compiled statement: SQL text with $n placeholders and its parameters. */
@@ -93,8 +94,8 @@ export class Database {
     const timeoutMs = this.timeoutFor(scope);
     const client = await this.acquire(scope.signal);
     this.statements.beforeRequest(client);
-    const stopCancel = this.cancelOnAbort(client, scope.signal);
-    let broken: Error | undefined;
+    const cancel = this.cancelOnAbort(client, scope.signal);
+    let failure: unknown;
     try {
       const pending = corked(client, () => [
         ...openTransaction(client, scope, timeoutMs),
@@ -108,11 +109,11 @@ export class Database {
         .slice(2, 2 + statements.length)
         .map((s) => toResult((s as PromiseFulfilledResult<pg.QueryArrayResult>).value));
     } catch (error) {
-      if (!isServerError(error)) broken = error as Error;
+      failure = error;
       throw mapPgError(error, scope.signal);
     } finally {
-      stopCancel();
-      client.release(broken);
+      cancel.stop();
+      releaseClient(client, failure, cancel.sent);
     }
   }
 
@@ -128,8 +129,8 @@ export class Database {
     const timeoutMs = this.timeoutFor(scope);
     const client = await this.acquire(scope.signal);
     this.statements.beforeRequest(client);
-    const stopCancel = this.cancelOnAbort(client, scope.signal);
-    let broken: Error | undefined;
+    const cancel = this.cancelOnAbort(client, scope.signal);
+    let failure: unknown;
     try {
       // Sent without waiting: the first statement of `fn` follows in the same round trip.
       const [begin, settings] = corked(client, () => openTransaction(client, scope, timeoutMs));
@@ -138,8 +139,9 @@ export class Database {
       const tx: RequestTransaction = {
         query: async (statement) => {
           const result = client.query(arrayQuery(statement, this.statements.nameFor(client, statement.sql)));
-          await ready;
-          return toResult(await result);
+          // Both awaited together: when the connection breaks, neither rejection goes unhandled.
+          const [, value] = await Promise.all([ready, result]);
+          return toResult(value);
         },
       };
       let value: T;
@@ -147,20 +149,20 @@ export class Database {
         value = await fn(tx);
         await ready;
       } catch (error) {
-        await client.query('rollback').catch((e: Error) => {
-          broken = e;
+        await client.query('rollback').catch((e: unknown) => {
+          failure = e;
         });
         throw error;
       }
       await client.query(rollback ? 'rollback' : 'commit');
       return value;
     } catch (error) {
-      if (error instanceof Error && !isServerError(error) && !(error instanceof SluiceError))
-        broken ??= error;
+      // A SluiceError from `fn` is the handler's own (rolled back above); anything else may be the connection's.
+      if (!(error instanceof SluiceError)) failure ??= error;
       throw mapPgError(error, scope.signal);
     } finally {
-      stopCancel();
-      client.release(broken);
+      cancel.stop();
+      releaseClient(client, failure, cancel.sent);
     }
   }
 
@@ -174,8 +176,8 @@ export class Database {
     const timeoutMs = this.timeoutFor(scope);
     const client = await this.acquire(scope.signal);
     this.statements.beforeRequest(client);
-    const stopCancel = this.cancelOnAbort(client, scope.signal);
-    let broken: Error | undefined;
+    const cancel = this.cancelOnAbort(client, scope.signal);
+    let failure: unknown;
     let done = false;
     try {
       const opening = Promise.all([
@@ -197,16 +199,16 @@ export class Database {
       await client.query('commit');
       done = true;
     } catch (error) {
-      if (!isServerError(error)) broken = error as Error;
+      failure = error;
       throw mapPgError(error, scope.signal);
     } finally {
-      if (!done && !broken) {
-        await client.query('rollback').catch((e: Error) => {
-          broken = e;
+      if (!done) {
+        await client.query('rollback').catch((e: unknown) => {
+          failure ??= e;
         });
       }
-      stopCancel();
-      client.release(broken);
+      cancel.stop();
+      releaseClient(client, failure, cancel.sent);
     }
   }
 
@@ -239,7 +241,7 @@ export class Database {
       return await Promise.race([connecting, aborted]);
     } catch (error) {
       // Hand back a connection that arrives after the caller gave up.
-      connecting.then((c) => c.release()).catch(() => {});
+      connecting.then((c) => releaseClient(c)).catch(() => {});
       throw mapPgError(error, signal);
     } finally {
       if (onAbort) signal.removeEventListener('abort', onAbort);
@@ -250,26 +252,38 @@ export class Database {
    * When the call is aborted, asks the server to cancel whatever the connection is running
    * (pg_cancel_backend from a short-lived connection), so an abandoned query stops using the
    * database instead of running to completion.
+   *
+   * Once a cancel request is sent (`sent`), the connection must not serve another call: the
+   * request travels on its own connection and may land after this call ended on its own, where
+   * it would cancel the next call's statement. The caller discards such a connection instead of
+   * returning it to the pool (the late request then finds its backend gone).
    */
-  private cancelOnAbort(client: pg.PoolClient, signal: AbortSignal): () => void {
+  private cancelOnAbort(
+    client: pg.PoolClient,
+    signal: AbortSignal,
+  ): { stop(): void; readonly sent: boolean } {
     const pid = (client as unknown as { processID: number }).processID;
+    const connectionString = this.pool.options.connectionString as string;
+    const state = {
+      sent: false,
+      stop: () => signal.removeEventListener('abort', onAbort),
+    };
     const onAbort = () => {
-      void cancelBackend(this.pool.options.connectionString as string, pid);
+      state.sent = true;
+      void cancelBackend(connectionString, pid);
     };
     signal.addEventListener('abort', onAbort, { once: true });
-    return () => signal.removeEventListener('abort', onAbort);
+    return state;
   }
 }
 
 async function cancelBackend(connectionString: string, pid: number): Promise<void> {
-  const c = new pg.Client({ connectionString, application_name: 'sluice-cancel' });
   try {
-    await c.connect();
-    await c.query('select pg_cancel_backend($1)', [pid]);
+    await withSession({ connectionString, applicationName: 'sluice-cancel' }, (c) =>
+      c.query('select pg_cancel_backend($1)', [pid]),
+    );
   } catch {
     // Best effort: the statement timeout still bounds the statement.
-  } finally {
-    await c.end().catch(() => {});
   }
 }
 
@@ -330,11 +344,4 @@ function toResult(result: pg.QueryArrayResult): StatementResult {
     rows: result.rows as (string | null)[][],
     rowCount: result.rowCount ?? result.rows.length,
   };
-}
-
-/** An error the server sent (the connection is still usable), as opposed to a broken socket. */
-function isServerError(error: unknown): boolean {
-  return (
-    error instanceof Error && typeof (error as { code?: unknown }).code === 'string' && 'severity' in error
-  );
 }

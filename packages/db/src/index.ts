@@ -31,5 +31,14 @@ export { mapPgError } from './errors';
 export { type PgType, type TypeKind, TypeRegistry } from './pg-types';
 export { createPool, type PoolConfig } from './pool';
 export { type PoolSettings, poolConnectionString, readPoolSettings } from './pool-settings';
+export {
+  isConnectionError,
+  openSession,
+  ReconnectingSession,
+  type ReconnectingSessionOptions,
+  releaseClient,
+  type SessionOptions,
+  withSession,
+} from './session';
 export { compile } from './sql';
 export { decodeValue, encodeValue, formatTimestamp, type PgParam, parseTimestamp } from './wire-values';

@@ -34,10 +34,19 @@ export function createPool(config: PoolConfig): pg.Pool {
     application_name: config.applicationName,
     options: SESSION_OPTIONS,
     types: RAW_TEXT_TYPES,
+    keepAlive: true,
     // biome-ignore lint/suspicious/noExplicitAny: `pipeline` is newer than @types/pg.
     ...({ pipeline: true } as any),
   });
-  // An idle client's error (server restart, network) must not crash the process; the pool drops it.
+  // A connection can break at any time (server shutdown, a terminated backend, the network).
+  // pg-pool listens for that only while a client is idle: a checked-out client's 'error' event
+  // would have no listener and crash the process. So every client gets a listener of its own for
+  // its whole life; the failure reaches the caller through the query that fails, and the pool
+  // discards the client when it is released (releaseClient, or pg-pool's own queryable check).
+  pool.on('connect', (client) => {
+    client.on('error', () => {});
+  });
+  // An idle client's error: the pool drops the client.
   pool.on('error', () => {});
   return pool;
 }
