@@ -8,26 +8,50 @@ export const v = {
   double: (value: number): Value => ({ kind: { $case: 'doubleValue', value } }),
   decimal: (value: string): Value => ({ kind: { $case: 'decimalValue', value } }),
   string: (value: string): Value => ({ kind: { $case: 'stringValue', value } }),
+  /**
+   * A Date (milliseconds) or a wire Timestamp. The server takes PostgreSQL's whole range
+   * (4714 BC to 294276 AD) and nanos 0..999,999,999, rounded to microseconds.
+   */
   timestamp: (value: Date | Timestamp): Value => ({
-    kind: {
-      $case: 'timestampValue',
-      value:
-        value instanceof Date
-          ? {
-              seconds: BigInt(Math.floor(value.getTime() / 1000)),
-              nanos: (value.getTime() % 1000) * 1_000_000,
-            }
-          : value,
-    },
+    kind: { $case: 'timestampValue', value: value instanceof Date ? fromDate(value) : value },
   }),
-  json: (value: unknown): Value => ({ kind: { $case: 'jsonValue', value } }),
+  /**
+   * A JS value as JSON text for a json/jsonb column: `v.json(null)` is JSON null, unlike
+   * `v.null()` (SQL NULL). Bigints must be converted first (JSON.stringify refuses them).
+   *
+   * @throws TypeError for what JSON cannot say (undefined, NaN, infinities) rather than writing
+   *   something else.
+   */
+  json: (value: unknown): Value => ({ kind: { $case: 'jsonText', value: jsonText(value) } }),
+  /** JSON text sent as is (keeps every digit of large numbers, key order for json columns). */
+  jsonText: (text: string): Value => ({ kind: { $case: 'jsonText', value: text } }),
   bytes: (value: Uint8Array): Value => ({ kind: { $case: 'bytesValue', value: Buffer.from(value) } }),
   list: (values: Value[]): Value => ({ kind: { $case: 'listValue', value: { values } } }),
 };
 
+function fromDate(date: Date): Timestamp {
+  const ms = date.getTime();
+  if (!Number.isFinite(ms)) throw new TypeError('v.timestamp: invalid Date');
+  // Floor division: nanos count forward from the second, also before 1970.
+  const seconds = Math.floor(ms / 1000);
+  return { seconds: BigInt(seconds), nanos: (ms - seconds * 1000) * 1_000_000 };
+}
+
+function jsonText(value: unknown): string {
+  const text = JSON.stringify(value, (_key, v: unknown) => {
+    if (typeof v === 'number' && !Number.isFinite(v))
+      throw new TypeError(`v.json: ${v} is not a JSON number`);
+    return v;
+  });
+  if (text === undefined) throw new TypeError(`v.json: ${typeof value} is not JSON`);
+  return text;
+}
+
 /**
  * A wire value as a plain JS value: int64 as bigint, numeric as a decimal string, timestamps as
- * `{ seconds, nanos }` (a Date would drop microseconds), json as parsed JSON, bytea as Buffer.
+ * `{ seconds, nanos }` (a Date would drop microseconds), json as its JSON text (so JSON null is
+ * `'null'`, not `null`, and large numbers keep their digits: JSON.parse it when that suits),
+ * bytea as Buffer, SQL NULL as null.
  */
 export function fromValue(value: Value | undefined): unknown {
   const kind = value?.kind;

@@ -5,6 +5,7 @@ import { type CallContext, type ServerMiddlewareCall, Status } from 'nice-grpc';
 import { ServerError } from 'nice-grpc-common';
 import type { Logger } from 'pino';
 import { DEADLINE_METADATA_KEY } from './deadline-interceptor';
+import { rejectUndecodable } from './request-decoding';
 import { statusName, toServerError } from './status';
 
 /** What every Sluice handler finds in its call context, next to nice-grpc's own fields. */
@@ -64,6 +65,7 @@ export function callMiddleware(options: CallMiddlewareOptions) {
 
     let code = Status.OK;
     try {
+      if (!call.requestStream) rejectUndecodable(call.request);
       return yield* call.next(call.request, { ...context, signal, sluice: request });
     } catch (error) {
       const mapped = toStatusError(error, signal);

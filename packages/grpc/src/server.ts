@@ -7,6 +7,7 @@ import { ServerReflection, ServerReflectionService } from 'nice-grpc-server-refl
 import type { Logger } from 'pino';
 import { callMiddleware, type SluiceCallContext } from './call-middleware';
 import { deadlineInterceptor } from './deadline-interceptor';
+import { withStrictDecoding } from './request-decoding';
 
 export interface GrpcServerOptions {
   readonly logger: Logger;
@@ -18,7 +19,10 @@ export interface GrpcServerOptions {
 }
 
 export interface SluiceGrpcServer {
-  /** Add services here; each call passes through the Sluice call middleware. */
+  /**
+   * Add services here; each call passes through the Sluice call middleware, and requests are
+   * decoded strictly (invalid UTF-8 and over-deep nesting are INVALID_ARGUMENT, not INTERNAL).
+   */
   readonly services: Server<SluiceCallContext>;
   readonly health: HealthState;
   /** Aborted when shutdown starts: long-lived streams end at once so clients reconnect elsewhere. */
@@ -57,7 +61,7 @@ export function createGrpcServer(options: GrpcServerOptions): SluiceGrpcServer {
   );
 
   return {
-    services: server as unknown as Server<SluiceCallContext>,
+    services: strictlyDecoding(server as unknown as Server<SluiceCallContext>),
     health,
     draining: drain.signal,
     listen: (address) => server.listen(address),
@@ -78,4 +82,18 @@ export function createGrpcServer(options: GrpcServerOptions): SluiceGrpcServer {
       }
     },
   };
+}
+
+interface AddBuilder {
+  with(middleware: unknown): AddBuilder;
+  add(definition: unknown, implementation: unknown): void;
+}
+
+/** `server` whose `add` (also after `with`) registers definitions with strict request decoding. */
+function strictlyDecoding<S>(server: S): S {
+  const wrap = (builder: AddBuilder): AddBuilder => ({
+    with: (middleware) => wrap(builder.with(middleware)),
+    add: (definition, implementation) => builder.add(withStrictDecoding(definition), implementation),
+  });
+  return { ...server, ...wrap(server as unknown as AddBuilder) } as S;
 }

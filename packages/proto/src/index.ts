@@ -1,5 +1,7 @@
 // Generated code lives in ./gen (never hand-edited); this file only chooses what to re-export.
 
+// The wire reader the generated decoders use, for decoding with a stricter UTF-8 check.
+export { BinaryReader } from '@bufbuild/protobuf/wire';
 export { NullValue, Value as JsonValue } from './gen/google/protobuf/struct';
 export { Timestamp } from './gen/google/protobuf/timestamp';
 export * as data from './gen/sluice/data/v1/data';

@@ -1,4 +1,4 @@
-import { invalidArgument } from '@sluice/core';
+import { invalidArgument, SluiceError } from '@sluice/core';
 import { type CatalogColumn, type CatalogTable, encodeValue, type TypeRegistry } from '@sluice/db';
 import { type Condition, type Filter, Operator, type Value } from '@sluice/proto';
 import { type RawBuilder, sql } from 'kysely';
@@ -13,8 +13,39 @@ interface FilterScope {
   readonly access: Access;
   readonly table: CatalogTable;
   readonly types: TypeRegistry;
+  readonly configs: TextSearchConfigs | undefined;
   nodes: number;
 }
+
+/**
+ * The text search configurations a compiled filter casts to regconfig, each with the field path
+ * of (the first) MATCH condition naming it. PostgreSQL resolves the names when the statement
+ * runs; when one does not exist its error names the configuration but not the field, so the
+ * plan uses this to name it (see `explainTextSearchError`).
+ */
+export type TextSearchConfigs = Map<string, string>;
+
+/**
+ * `error` with the field behind an unknown text search configuration (SLUICE_UNKNOWN_TEXT_SEARCH_CONFIG
+ * from @sluice/db's mapPgError) added as a BadRequest violation, when `configs` knows it.
+ */
+export function explainTextSearchError(error: SluiceError, configs: TextSearchConfigs): SluiceError {
+  if (error.reason !== 'SLUICE_UNKNOWN_TEXT_SEARCH_CONFIG' || error.violations.length > 0) return error;
+  const name = error.metadata.text_search_config ?? '';
+  const field = configs.get(name) ?? configs.values().next().value;
+  if (field === undefined) return error;
+  return new SluiceError(error.code, error.message, {
+    reason: error.reason,
+    violations: [{ field, description: error.message }],
+    metadata: error.metadata,
+    cause: error.cause,
+  });
+}
+
+// A regconfig name as PostgreSQL parses it: an identifier, optionally schema-qualified, each part
+// plain or double-quoted. Anything else is refused before the database sees it.
+const IDENTIFIER = '(?:[A-Za-z_\\u0080-\\uffff][A-Za-z0-9_$\\u0080-\\uffff]*|"(?:[^"]|"")+")';
+const REGCONFIG_NAME = new RegExp(`^${IDENTIFIER}(?:\\.${IDENTIFIER})?$`);
 
 /**
  * Compiles a filter tree into a SQL boolean expression over `table`. Columns must exist and be
@@ -22,15 +53,17 @@ interface FilterScope {
  * cast to the column's catalog type.
  *
  * @throws INVALID_ARGUMENT naming the offending field path (e.g. `filter.and.filters[2].condition.value`);
- *   PERMISSION_DENIED for a column the role cannot read.
+ *   PERMISSION_DENIED for a column the role cannot read. The text search configurations of MATCH
+ *   conditions are only checked for syntax here; `configs` collects them for the plan.
  */
 export function compileFilter(
   filter: Filter,
   access: Access,
   table: CatalogTable,
   field: string,
+  configs?: TextSearchConfigs,
 ): RawBuilder<unknown> {
-  return compileNode(filter, { access, table, types: access.catalog.types, nodes: 0 }, field, 0);
+  return compileNode(filter, { access, table, types: access.catalog.types, configs, nodes: 0 }, field, 0);
 }
 
 function compileNode(filter: Filter, scope: FilterScope, field: string, depth: number): RawBuilder<unknown> {
@@ -175,7 +208,17 @@ function compileMatch(
   if (condition.value?.kind?.$case !== 'stringValue') {
     throw invalidArgument('SLUICE_WRONG_TYPE', `${field}.value`, 'MATCH takes a search string');
   }
-  const config = sql`${sql.val(condition.textSearchConfig || 'simple')}::regconfig`;
+  const name = condition.textSearchConfig || 'simple';
+  const configField = `${field}.text_search_config`;
+  if (!REGCONFIG_NAME.test(name)) {
+    throw invalidArgument(
+      'SLUICE_UNKNOWN_TEXT_SEARCH_CONFIG',
+      configField,
+      `"${name.slice(0, 80)}" is not a text search configuration name (e.g. english or pg_catalog.english)`,
+    );
+  }
+  if (scope.configs && !scope.configs.has(name)) scope.configs.set(name, configField);
+  const config = sql`${sql.val(name)}::regconfig`;
   const query = sql`websearch_to_tsquery(${config}, ${sql.val(condition.value.kind.value)})`;
   const typeName = scope.types.base(column.typeOid)?.name;
   if (typeName === 'tsvector') return sql`${sql.id(column.name)} @@ ${query}`;

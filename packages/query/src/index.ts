@@ -2,9 +2,16 @@
 // role, filters compiled, values bound as typed parameters, results decoded to wire rows.
 export { Access, type ColumnUse, quote } from './access';
 export { planCall } from './call';
-export { compileFilter, MAX_FILTER_DEPTH, MAX_FILTER_NODES, MAX_IN_VALUES } from './filter';
+export {
+  compileFilter,
+  explainTextSearchError,
+  MAX_FILTER_DEPTH,
+  MAX_FILTER_NODES,
+  MAX_IN_VALUES,
+  type TextSearchConfigs,
+} from './filter';
 export { planDelete, planInsert, planUpdate } from './mutations';
-export type { Plan } from './plan';
+export { explainError, type Plan } from './plan';
 export { EMPTY_RESULT, toResultSet, toRow } from './results';
 export {
   orderByClause,

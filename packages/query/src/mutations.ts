@@ -3,7 +3,7 @@ import { type CatalogTable, compile, encodeValue, type StatementResult } from '@
 import { data } from '@sluice/proto';
 import { type RawBuilder, sql } from 'kysely';
 import type { Access } from './access';
-import { compileFilter } from './filter';
+import { compileFilter, explainTextSearchError, type TextSearchConfigs } from './filter';
 import type { Plan } from './plan';
 import { EMPTY_RESULT, toResultSet } from './results';
 
@@ -32,9 +32,11 @@ function mutationPlan(
   returning: boolean,
   maxAffected: bigint | undefined,
   field: string,
+  configs?: TextSearchConfigs,
 ): Plan<Mutation> {
   return {
     readOnly: false,
+    ...(configs ? { explain: (e: SluiceError) => explainTextSearchError(e, configs) } : {}),
     statements: [compile(statement)],
     // A max_affected guard may reject the result, so COMMIT must wait for it.
     oneShot: maxAffected === undefined,
@@ -186,16 +188,30 @@ export function planUpdate(req: data.UpdateRequest, access: Access, field = ''):
     const v = encodeValue(a.value, column.typeOid, access.catalog.types, `${field}set[${i}].value`);
     return sql`${sql.id(column.name)} = ${sql.val(v)}::${sql.raw(column.typeSql)}`;
   });
-  const where = compileFilter(req.filter as NonNullable<typeof req.filter>, access, table, `${field}filter`);
+  const configs: TextSearchConfigs = new Map();
+  const where = compileFilter(
+    req.filter as NonNullable<typeof req.filter>,
+    access,
+    table,
+    `${field}filter`,
+    configs,
+  );
   const statement = sql`update ${sql.id(table.schema, table.name)} set ${sql.join(sets)} where ${where}${returningClause(table, req.returning, access, `${field}returning`)}`;
-  return mutationPlan(statement, access, req.returning.length > 0, req.maxAffected, field);
+  return mutationPlan(statement, access, req.returning.length > 0, req.maxAffected, field, configs);
 }
 
 /** Plans a Delete of the rows matching a required filter. */
 export function planDelete(req: data.DeleteRequest, access: Access, field = ''): Plan<data.DeleteResponse> {
   const table = access.table(req.schema, req.table, `${field}table`, 'delete');
   requireFilter(req.filter, `${field}filter`);
-  const where = compileFilter(req.filter as NonNullable<typeof req.filter>, access, table, `${field}filter`);
+  const configs: TextSearchConfigs = new Map();
+  const where = compileFilter(
+    req.filter as NonNullable<typeof req.filter>,
+    access,
+    table,
+    `${field}filter`,
+    configs,
+  );
   const statement = sql`delete from ${sql.id(table.schema, table.name)} where ${where}${returningClause(table, req.returning, access, `${field}returning`)}`;
-  return mutationPlan(statement, access, req.returning.length > 0, req.maxAffected, field);
+  return mutationPlan(statement, access, req.returning.length > 0, req.maxAffected, field, configs);
 }

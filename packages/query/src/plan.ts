@@ -1,3 +1,4 @@
+import { SluiceError } from '@sluice/core';
 import type { RequestTransaction, Statement, StatementResult } from '@sluice/db';
 
 /**
@@ -15,4 +16,14 @@ export interface Plan<R> {
    */
   readonly oneShot: boolean;
   finish(results: readonly StatementResult[], tx: RequestTransaction | undefined): Promise<R> | R;
+  /**
+   * Adds the request field to an error the database raised about a value only it can check
+   * (an unknown text search configuration), which the error itself cannot name.
+   */
+  readonly explain?: (error: SluiceError) => SluiceError;
+}
+
+/** `error` as the plan explains it (see Plan.explain); anything else passes unchanged. */
+export function explainError(plan: Pick<Plan<unknown>, 'explain'>, error: unknown): unknown {
+  return plan.explain && error instanceof SluiceError ? plan.explain(error) : error;
 }

@@ -4,7 +4,7 @@ import { compile } from '@sluice/db';
 import { data, Filter } from '@sluice/proto';
 import { type RawBuilder, sql } from 'kysely';
 import type { Access } from './access';
-import { compileFilter } from './filter';
+import { compileFilter, explainTextSearchError, type TextSearchConfigs } from './filter';
 import { decodePageToken, encodePageToken, queryShape } from './page-token';
 import type { Plan } from './plan';
 import { toResultSet } from './results';
@@ -32,13 +32,16 @@ export interface SelectQuery {
   readonly order: readonly SortKey[];
   /** True when `order` ends with the primary key, all readable: keyset tokens are possible. */
   readonly keyset: boolean;
+  /** Names the field behind a database error about the filter (see Plan.explain). */
+  readonly explain: (error: SluiceError) => SluiceError;
 }
 
 /** Validates table, columns, filter and order of a SelectRequest against the catalog. */
 export function resolveSelect(req: data.SelectRequest, access: Access, field: string): SelectQuery {
   const table = access.table(req.schema, req.table, `${field}table`, 'select');
   const columns = access.columns(table, req.columns, `${field}columns`, 'select');
-  const where = req.filter ? compileFilter(req.filter, access, table, `${field}filter`) : sql`true`;
+  const configs: TextSearchConfigs = new Map();
+  const where = req.filter ? compileFilter(req.filter, access, table, `${field}filter`, configs) : sql`true`;
   const order: SortKey[] = req.order.map((o, i) => {
     const column = access.column(table, o.column, `${field}order[${i}].column`, 'select');
     const desc = o.direction === data.SortDirection.SORT_DIRECTION_DESC;
@@ -56,7 +59,7 @@ export function resolveSelect(req: data.SelectRequest, access: Access, field: st
         order.push({ column, desc: false, nullsFirst: false });
     }
   }
-  return { table, columns, where, order, keyset };
+  return { table, columns, where, order, keyset, explain: (e) => explainTextSearchError(e, configs) };
 }
 
 export function selectList(columns: readonly CatalogColumn[]): RawBuilder<unknown> {
@@ -145,6 +148,7 @@ export function planSelect(
     readOnly: true,
     statements,
     oneShot: mode !== data.CountMode.COUNT_MODE_ESTIMATED,
+    explain: q.explain,
     async finish(results: readonly StatementResult[], tx: RequestTransaction | undefined) {
       const [rowsResult, countResult] = results as [StatementResult, StatementResult | undefined];
       const types = access.catalog.types;

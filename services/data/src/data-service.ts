@@ -4,8 +4,8 @@ import type { AuthenticatedContext } from '@sluice/grpc';
 import type { data } from '@sluice/proto';
 import {
   Access,
-  orderByClause,
   explainError,
+  orderByClause,
   type Plan,
   planCall,
   planDelete,

@@ -13,7 +13,12 @@ export const V = {
   ts: (seconds: bigint, nanos = 0): Value => ({
     kind: { $case: 'timestampValue', value: { seconds, nanos } },
   }),
-  json: (j: unknown): Value => ({ kind: { $case: 'jsonValue', value: j } }),
+  /** A JS value as JSON text (`json_text`). */
+  json: (j: unknown): Value => ({ kind: { $case: 'jsonText', value: JSON.stringify(j) } }),
+  /** JSON text sent as is. */
+  jsonText: (text: string): Value => ({ kind: { $case: 'jsonText', value: text } }),
+  /** JSON as a google.protobuf.Value (`json_value`). */
+  jsonValue: (j: unknown): Value => ({ kind: { $case: 'jsonValue', value: j } }),
   list: (values: Value[]): Value => ({ kind: { $case: 'listValue', value: { values } } }),
 };
 

@@ -355,6 +355,10 @@ export interface DescribeSchemaRequest {
 
 export interface ColumnInfo {
   name: string;
+  /**
+   * Named as sluice.type.v1.Column.type names it: bare for pg_catalog types ("int8", "text[]"),
+   * schema-qualified for the rest ("public.mood", "public.mood[]").
+   */
   type: string;
   nullable: boolean;
   hasDefault: boolean;
@@ -390,6 +394,7 @@ export interface TableInfo {
 
 export interface FunctionArgument {
   name: string;
+  /** Named as sluice.type.v1.Column.type names it. */
   type: string;
   hasDefault: boolean;
 }
@@ -398,6 +403,7 @@ export interface FunctionInfo {
   schema: string;
   name: string;
   args: FunctionArgument[];
+  /** Named as sluice.type.v1.Column.type names it. */
   returnType: string;
   returnsSet: boolean;
   /** "immutable", "stable" or "volatile". */

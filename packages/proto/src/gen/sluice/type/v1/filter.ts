@@ -168,7 +168,11 @@ export interface Condition {
     | undefined;
   /** The operands of IN. */
   values: Value[];
-  /** Text search configuration for MATCH, e.g. "english". Defaults to "simple". */
+  /**
+   * Text search configuration for MATCH, e.g. "english" or "pg_catalog.english", resolved as
+   * PostgreSQL resolves regconfig names. Defaults to "simple". An unknown or malformed name is
+   * INVALID_ARGUMENT (SLUICE_UNKNOWN_TEXT_SEARCH_CONFIG) naming this field.
+   */
   textSearchConfig: string;
 }
 

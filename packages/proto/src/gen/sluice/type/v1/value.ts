@@ -15,7 +15,8 @@ export const protobufFileName = "sluice/type/v1/value.proto";
 
 /**
  * A typed PostgreSQL value. Exactly one kind is set; a value with no kind,
- * or with null_value, is SQL NULL.
+ * or with null_value, is SQL NULL. Strings must be valid UTF-8 (a request with
+ * invalid UTF-8 anywhere is refused with INVALID_ARGUMENT).
  */
 export interface Value {
   kind: { $case: "nullValue"; value: NullValue } | { $case: "boolValue"; value: boolean } | //
@@ -27,14 +28,32 @@ export interface Value {
   { $case: "decimalValue"; value: string } | //
   /** text, varchar, char, uuid, citext, enums, and the ISO text forms of date, time and interval. */
   { $case: "stringValue"; value: string } | //
-  /** timestamptz and timestamp (timestamp without time zone is read as UTC). Microseconds are kept. */
+  /**
+   * timestamptz and timestamp (timestamp without time zone is read as UTC). Microseconds are
+   * kept; nanos must be 0..999,999,999 and are rounded to microseconds as PostgreSQL does.
+   * The whole range PostgreSQL stores is accepted, wider than google.protobuf.Timestamp's
+   * years 1-9999: from 4714-11-24 00:00:00 BC (seconds -210866803200) to
+   * 294276-12-31 23:59:59.999999 (seconds 9224318015999). Values outside it are refused.
+   * 'infinity' and '-infinity' travel as string_value, both ways.
+   */
   { $case: "timestampValue"; value: Timestamp } | //
-  /** json and jsonb. */
+  /**
+   * json and jsonb as a structured value; requests only (answers use json_text). JSON null is
+   * null_value inside it. Numbers are doubles: NaN and infinities are refused, and integers
+   * beyond 2^53 lose digits, so prefer json_text. (ts-proto's fromPartial drops a null in a
+   * oneof, so TypeScript clients cannot send JSON null this way: another reason for json_text.)
+   */
   { $case: "jsonValue"; value: any | undefined } | //
   /** bytea. */
   { $case: "bytesValue"; value: Buffer } | //
   /** Arrays of any of the above. */
-  { $case: "listValue"; value: ValueList } | undefined;
+  { $case: "listValue"; value: ValueList } | //
+  /**
+   * json and jsonb as JSON text: what answers carry, exactly as PostgreSQL stores it (jsonb
+   * normalized, json verbatim), so JSON null ("null") is distinct from SQL NULL (no kind) and
+   * numbers keep every digit. Requests may use it too; it must be valid JSON.
+   */
+  { $case: "jsonText"; value: string } | undefined;
 }
 
 /** The elements of an array value. */
@@ -45,7 +64,11 @@ export interface ValueList {
 /** A result column, sent once per result. */
 export interface Column {
   name: string;
-  /** The PostgreSQL type name, e.g. "int8", "numeric", "timestamptz", "text[]", or an enum's name. */
+  /**
+   * The PostgreSQL type name: built-in types (those in pg_catalog) by their bare name, e.g. "int8",
+   * "numeric", "timestamptz", "text[]"; every other type (enums, domains, extension types)
+   * schema-qualified, e.g. "public.mood", "public.mood[]", so names from two schemas never clash.
+   */
   type: string;
 }
 
@@ -99,6 +122,9 @@ export const Value: MessageFns<Value> = {
         break;
       case "listValue":
         ValueList.encode(message.kind.value, writer.uint32(82).fork()).join();
+        break;
+      case "jsonText":
+        writer.uint32(90).string(message.kind.value);
         break;
     }
     return writer;
@@ -197,6 +223,14 @@ export const Value: MessageFns<Value> = {
             message.kind = { $case: "listValue", value: ValueList.decode(reader, reader.uint32()) };
             continue;
           }
+          case 11: {
+            if (tag !== 90) {
+              break;
+            }
+
+            message.kind = { $case: "jsonText", value: reader.string() };
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -251,6 +285,10 @@ export const Value: MessageFns<Value> = {
         ? { $case: "listValue", value: ValueList.fromJSON(object.listValue) }
         : isSet(object.list_value)
         ? { $case: "listValue", value: ValueList.fromJSON(object.list_value) }
+        : isSet(object.jsonText)
+        ? { $case: "jsonText", value: globalThis.String(object.jsonText) }
+        : isSet(object.json_text)
+        ? { $case: "jsonText", value: globalThis.String(object.json_text) }
         : undefined,
     };
   },
@@ -277,6 +315,8 @@ export const Value: MessageFns<Value> = {
       obj.bytesValue = base64FromBytes(message.kind.value);
     } else if (message.kind?.$case === "listValue") {
       obj.listValue = ValueList.toJSON(message.kind.value);
+    } else if (message.kind?.$case === "jsonText") {
+      obj.jsonText = message.kind.value;
     }
     return obj;
   },
@@ -344,6 +384,12 @@ export const Value: MessageFns<Value> = {
       case "listValue": {
         if (object.kind?.value !== undefined && object.kind?.value !== null) {
           message.kind = { $case: "listValue", value: ValueList.fromPartial(object.kind.value) };
+        }
+        break;
+      }
+      case "jsonText": {
+        if (object.kind?.value !== undefined && object.kind?.value !== null) {
+          message.kind = { $case: "jsonText", value: object.kind.value };
         }
         break;
       }
