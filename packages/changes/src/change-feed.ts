@@ -1,6 +1,8 @@
+import { SluiceError } from '@sluice/core';
 import { ReconnectingSession } from '@sluice/db';
 import type pg from 'pg';
 import type { Logger } from 'pino';
+import { ChangesReason } from './errors';
 import { comparePositions, type Position } from './position';
 import { type ChangeBatch, currentPosition, readChangesDetailed } from './read-changes';
 
@@ -22,6 +24,7 @@ export interface ChangeFeedOptions {
 }
 
 type Listener = (batch: ChangeBatch) => Promise<void> | void;
+type ErrorListener = (error: SluiceError) => void;
 
 const CHANNEL = 'sluice_changes';
 const RECONNECT_MIN_MS = 100;
@@ -40,7 +43,10 @@ const WAITING_MIN_MS = 10;
 export class ChangeFeed {
   readonly #options: ChangeFeedOptions;
   readonly #listeners = new Set<Listener>();
+  readonly #errorListeners = new Set<ErrorListener>();
   #head: Position;
+  // Identifies the window of #head as read (see readChanges' afterStamp).
+  #headStamp: string | undefined;
   #closed = false;
   #wakePending = false;
   #wakeUp: (() => void) | undefined;
@@ -97,6 +103,21 @@ export class ChangeFeed {
     };
   }
 
+  /**
+   * Calls `listener` when the feed cannot go on from its head without skipping changes: the
+   * change log lost windows the feed had read (SluiceError UNAVAILABLE, reason
+   * SLUICE_CHANGE_LOG_REGRESSED). The listener must end every stream that follows the feed with
+   * that error; the feed then starts again at the log's current end. Without an error listener
+   * the feed never moves past the loss: it keeps retrying (logging the error) and delivers
+   * nothing more. Returns the unsubscribe function.
+   */
+  onError(listener: ErrorListener): () => void {
+    this.#errorListeners.add(listener);
+    return () => {
+      this.#errorListeners.delete(listener);
+    };
+  }
+
   /** Stops reading and listening; resolves when the current batch's listeners have finished. */
   async close(): Promise<void> {
     if (this.#closed) return;
@@ -125,12 +146,16 @@ export class ChangeFeed {
       try {
         let waiting = false;
         for (;;) {
-          const result = await readChangesDetailed(pool, this.#head, batchSize, { logger });
+          const result = await readChangesDetailed(pool, this.#head, batchSize, {
+            logger,
+            ...(this.#headStamp !== undefined ? { afterStamp: this.#headStamp } : {}),
+          });
           const { batch } = result;
           // The probe's reference: a transaction ending after the read's start changes it.
           if (probing) seen ??= result.snapshotBefore;
           const advanced = comparePositions(batch.until, this.#head) !== 0;
           this.#head = batch.until;
+          this.#headStamp = result.untilStamp;
           read ||= batch.changes.length > 0;
           if (batch.changes.length > 0 || advanced) await this.#deliver(batch);
           if (!result.full || this.#closed) {
@@ -146,7 +171,11 @@ export class ChangeFeed {
           waitingDelay = WAITING_MIN_MS;
         }
       } catch (error) {
-        logger.warn({ err: error }, 'change feed: reading the change log failed; retrying');
+        if (error instanceof SluiceError && error.reason === ChangesReason.logRegressed) {
+          await this.#regressed(error);
+        } else {
+          logger.warn({ err: error }, 'change feed: reading the change log failed; retrying');
+        }
         delay = Math.min(errorDelay, pollIntervalMs);
         errorDelay = Math.min(errorDelay * 2, RECONNECT_MAX_MS);
       }
@@ -158,6 +187,39 @@ export class ChangeFeed {
       }
       await this.#waitForChanges(delay, seen);
       seen = undefined;
+    }
+  }
+
+  /**
+   * The log lost windows the feed had read. Never skip silently: the error listeners end the
+   * streams that followed the feed, then the feed starts again at the log's end. With no error
+   * listener the head stays where it is (nothing more is delivered) and the read is retried.
+   */
+  async #regressed(error: SluiceError): Promise<void> {
+    const { logger, pool } = this.#options;
+    if (this.#errorListeners.size === 0) {
+      logger.error(
+        { err: error, head: positionText(this.#head) },
+        'change feed: the change log lost windows already read; not reading on',
+      );
+      return;
+    }
+    logger.error(
+      { err: error, head: positionText(this.#head) },
+      'change feed: the change log lost windows already read; ending the streams and starting again at its end',
+    );
+    for (const listener of [...this.#errorListeners]) {
+      try {
+        listener(error);
+      } catch (e) {
+        logger.error({ err: e }, 'change feed: an error listener failed');
+      }
+    }
+    try {
+      this.#head = await currentPosition(pool);
+      this.#headStamp = undefined;
+    } catch (e) {
+      logger.warn({ err: e }, 'change feed: finding the end of the change log failed; retrying');
     }
   }
 
@@ -216,4 +278,8 @@ export class ChangeFeed {
       };
     });
   }
+}
+
+function positionText(p: Position): string {
+  return `${p.window}/${p.id}`;
 }

@@ -1,4 +1,5 @@
 export { ChangeFeed, type ChangeFeedOptions } from './change-feed';
+export { ChangesReason } from './errors';
 export {
   comparePositions,
   continuePosition,

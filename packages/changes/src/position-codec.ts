@@ -1,5 +1,6 @@
 import { createHmac, timingSafeEqual } from 'node:crypto';
 import { invalidArgument, type SluiceError } from '@sluice/core';
+import { ChangesReason } from './errors';
 import type { Position } from './position';
 
 // Version 2: (window, id) positions; version 1 tokens ((xid, id)) are refused as unknown.
@@ -53,7 +54,7 @@ export class PositionCodec {
    */
   decode(token: string, field: string): Position {
     const invalid = (why: string): SluiceError =>
-      invalidArgument('SLUICE_INVALID_POSITION', field, `The position is invalid: ${why}`);
+      invalidArgument(ChangesReason.invalidPosition, field, `The position is invalid: ${why}`);
     if (!/^[A-Za-z0-9_-]+$/.test(token)) throw invalid('not a position token');
     const bytes = Buffer.from(token, 'base64url');
     if (bytes.length < 18 + MAC_BYTES) throw invalid('not a position token');

