@@ -21,7 +21,20 @@ export interface EventsConfig extends ServiceSettings {
     readonly bufferEvents: number;
     readonly bufferBytes: number;
     readonly snapshotMaxRows: number;
+    /** A snapshot still reading after this ends with DEADLINE_EXCEEDED and releases its connection. */
+    readonly snapshotTimeoutMs: number;
     readonly maxTablesPerSubscription: number;
+  };
+  /**
+   * Concurrent Subscribe calls, and snapshots being read (each holds a pooled connection in a
+   * REPEATABLE READ transaction), per identity (role + `sub`; service_role is bounded by the
+   * total only) and in total. Beyond either: RESOURCE_EXHAUSTED at once.
+   */
+  readonly limits: {
+    readonly subscriptionsPerIdentity: number;
+    readonly subscriptions: number;
+    readonly snapshotsPerIdentity: number;
+    readonly snapshots: number;
   };
   readonly retention: {
     readonly maxAgeMs: number;
@@ -43,10 +56,25 @@ export function loadEventsConfig(env: Env): EventsConfig {
     positionSecret = createHash('sha256').update(`sluice-positions:${auth.jwtSecret}`).digest('base64url');
   }
   if (!positionSecret) r.problem('EVENTS_POSITION_SECRET is required when JWT_SECRET is not set');
+  const pool = readPoolSettings(r);
+  const limits = {
+    subscriptionsPerIdentity: r.int('EVENTS_MAX_SUBSCRIPTIONS_PER_IDENTITY', 100, { min: 1 }),
+    subscriptions: r.int('EVENTS_MAX_SUBSCRIPTIONS', 10_000, { min: 1 }),
+    snapshotsPerIdentity: r.int('EVENTS_MAX_SNAPSHOTS_PER_IDENTITY', 2, { min: 1 }),
+    // Half the pool by default: the feed, visibility checks and catch-up reads need the rest.
+    snapshots: r.int('EVENTS_MAX_SNAPSHOTS', Math.max(1, Math.floor(pool.max / 2)), { min: 1 }),
+  };
+  if (limits.subscriptionsPerIdentity > limits.subscriptions) {
+    r.problem('EVENTS_MAX_SUBSCRIPTIONS_PER_IDENTITY must not exceed EVENTS_MAX_SUBSCRIPTIONS');
+  }
+  if (limits.snapshotsPerIdentity > limits.snapshots) {
+    r.problem('EVENTS_MAX_SNAPSHOTS_PER_IDENTITY must not exceed EVENTS_MAX_SNAPSHOTS');
+  }
+  if (limits.snapshots > pool.max) r.problem('EVENTS_MAX_SNAPSHOTS must not exceed DB_POOL_MAX');
   const config: EventsConfig = {
     ...readServiceSettings(r),
     grpcAddress: r.string('EVENTS_GRPC_ADDRESS', '127.0.0.1:50052'),
-    pool: readPoolSettings(r),
+    pool,
     auth,
     positionSecret: positionSecret ?? '',
     feed: {
@@ -59,12 +87,14 @@ export function loadEventsConfig(env: Env): EventsConfig {
       bufferEvents: r.int('EVENTS_BUFFER_EVENTS', 1000, { min: 1 }),
       bufferBytes: r.int('EVENTS_BUFFER_BYTES', 4 * 1024 * 1024, { min: 1024 }),
       snapshotMaxRows: r.int('EVENTS_SNAPSHOT_MAX_ROWS', 100_000, { min: 1 }),
+      snapshotTimeoutMs: r.int('EVENTS_SNAPSHOT_TIMEOUT_MS', 30_000, { min: 10, max: 3_600_000 }),
       maxTablesPerSubscription: r.int('EVENTS_MAX_TABLES', 32, { min: 1 }),
     },
     retention: {
       maxAgeMs: r.int('EVENTS_RETENTION_HOURS', 168, { min: 1 }) * 3600_000,
       intervalMs: r.int('EVENTS_RETENTION_INTERVAL_MS', 60_000, { min: 100 }),
     },
+    limits,
   };
   r.done();
   return deepFreeze(config);

@@ -8,7 +8,7 @@ import {
   type Snapshot,
   snapshotPosition,
 } from '@sluice/changes';
-import { invalidArgument, SluiceError } from '@sluice/core';
+import { type ConcurrencyLimit, invalidArgument, LimitReason, SluiceError } from '@sluice/core';
 import { compile, type Database, type SchemaCatalog } from '@sluice/db';
 import type { AuthenticatedContext } from '@sluice/grpc';
 import { events } from '@sluice/proto';
@@ -31,6 +31,10 @@ export interface EventsServiceDeps {
   readonly stream: EventsConfig['stream'];
   /** Aborted when the server starts shutting down: streams end with UNAVAILABLE and their position. */
   readonly draining: AbortSignal;
+  /** Slots for open Subscribe calls, per identity and in total. */
+  readonly subscriptions: ConcurrencyLimit;
+  /** Slots for snapshots being read (each holds a pooled connection while it reads). */
+  readonly snapshots: ConcurrencyLimit;
 }
 
 type Context = CallContext & AuthenticatedContext;
@@ -116,15 +120,19 @@ export function createEventsService(
     tables: Map<string, TableSubscription>,
   ): Promise<{ rows: events.SnapshotRow[]; snapshot: Snapshot }> {
     const access = new Access(deps.catalog(), context.identity.role);
-    const { signal } = context.sluice;
+    // The rows are read completely before the first is sent, so a client that stops reading
+    // never holds the connection; the slot and the time limit bound how long reading may.
+    using _slot = deps.snapshots.acquire(context.identity);
+    using limited = snapshotTimeLimit(context.sluice.signal, deps.stream.snapshotTimeoutMs);
     const scope = {
       identity: context.identity,
       readOnly: true,
       repeatableRead: true,
-      signal,
+      signal: limited.signal,
       deadline: undefined,
     };
-    return deps.db.transaction(scope, async (tx) => {
+    // Awaited here: the slot and the time limit are let go when the transaction has ended.
+    return await deps.db.transaction(scope, async (tx) => {
       // In REPEATABLE READ every statement sees the transaction's one snapshot: this is it.
       const snap = await tx.query(compile(sql`select pg_current_snapshot()::text`));
       const text = snap.rows[0]?.[0];
@@ -170,6 +178,7 @@ export function createEventsService(
     async *subscribe(req, context) {
       const access = new Access(deps.catalog(), context.identity.role);
       const tables = resolveTables(req, access, deps);
+      using _subscription = deps.subscriptions.acquire(context.identity);
       const { signal } = context.sluice;
       const start = req.start;
       let position: Position;
@@ -225,6 +234,34 @@ export function createEventsService(
         deps.draining.removeEventListener('abort', onDrain);
         deps.hub.detach(subscriber);
       }
+    },
+  };
+}
+
+/**
+ * `signal`, also aborted when `ms` pass with DEADLINE_EXCEEDED (SLUICE_SNAPSHOT_TIMEOUT): the
+ * running statement is then cancelled and the snapshot's connection released. Dispose it to
+ * stop the timer.
+ */
+function snapshotTimeLimit(signal: AbortSignal, ms: number): { readonly signal: AbortSignal } & Disposable {
+  const controller = new AbortController();
+  const onAbort = () => controller.abort(signal.reason);
+  const timer = setTimeout(
+    () =>
+      controller.abort(
+        new SluiceError('DEADLINE_EXCEEDED', `The snapshot took longer than ${ms} ms; narrow the filter`, {
+          reason: LimitReason.snapshotTimeout,
+        }),
+      ),
+    ms,
+  );
+  if (signal.aborted) onAbort();
+  else signal.addEventListener('abort', onAbort, { once: true });
+  return {
+    signal: controller.signal,
+    [Symbol.dispose]() {
+      clearTimeout(timer);
+      signal.removeEventListener('abort', onAbort);
     },
   };
 }

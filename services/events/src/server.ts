@@ -1,6 +1,7 @@
 import { createAuthenticator } from '@sluice/auth';
 import { ChangeFeed, capturedTables, PositionCodec, purgeChanges } from '@sluice/changes';
-import { CatalogWatcher, createPool, Database } from '@sluice/db';
+import { ConcurrencyLimit } from '@sluice/core';
+import { CatalogWatcher, createPool, Database, poolConnectionString } from '@sluice/db';
 import { authMiddleware, createGrpcServer } from '@sluice/grpc';
 import { createLogger } from '@sluice/observability';
 import { events } from '@sluice/proto';
@@ -32,7 +33,7 @@ export async function startEventsServer(
     options.logger ?? createLogger({ service: 'events', level: config.logLevel, env: config.env });
   const { preparedStatements, ...poolConfig } = config.pool;
   const pool = createPool({
-    connectionString: config.databaseUrl,
+    connectionString: poolConnectionString(config.databaseUrl, config.pool),
     applicationName: 'sluice-events',
     ...poolConfig,
   });
@@ -88,6 +89,19 @@ export async function startEventsServer(
       codec: new PositionCodec(config.positionSecret),
       stream: config.stream,
       draining: server.draining,
+      // service_role (trusted backends, the service key bypasses RLS) is bounded by the totals only.
+      subscriptions: new ConcurrencyLimit({
+        kind: 'subscriptions',
+        perIdentity: config.limits.subscriptionsPerIdentity,
+        total: config.limits.subscriptions,
+        uncappedRoles: ['service_role'],
+      }),
+      snapshots: new ConcurrencyLimit({
+        kind: 'snapshots',
+        perIdentity: config.limits.snapshotsPerIdentity,
+        total: config.limits.snapshots,
+        uncappedRoles: ['service_role'],
+      }),
     }),
   );
   const port = await server.listen(config.grpcAddress);
