@@ -64,11 +64,18 @@ begin
     into relname, relation, rls, forced, owner
     from pg_class c join pg_namespace n on n.oid = c.relnamespace
    where c.oid = target;
+  -- Each value cast to its column's type, and given the column's collation where that is not
+  -- the type's default: a policy compares text as it would on the stored row.
   select array_agg(a.attname::text order by a.attnum),
-         string_agg(format('$3[w.n][%s]::%s as %I', a.n, format_type(a.atttypid, null), a.attname), ', ' order by a.attnum)
+         string_agg(format('$3[w.n][%s]::%s%s as %I', a.n, format_type(a.atttypid, null),
+           case when a.attcollation <> 0 and a.attcollation <> ty.typcollation
+             then format(' collate %I.%I', cn.nspname, co.collname) else '' end, a.attname), ', ' order by a.attnum)
     into columns, casts
     from (select a.*, row_number() over (order by a.attnum) as n
-            from pg_attribute a where a.attrelid = target and a.attnum > 0 and not a.attisdropped) a;
+            from pg_attribute a where a.attrelid = target and a.attnum > 0 and not a.attisdropped) a
+    join pg_type ty on ty.oid = a.atttypid
+    left join pg_collation co on co.oid = a.attcollation
+    left join pg_namespace cn on cn.oid = co.collnamespace;
   -- Which SELECT policies apply depends on the role, as PostgreSQL decides it when planning:
   -- a policy for PUBLIC, or for a role whose privileges the current role has. Only applicable
   -- policies may be in the query (a function in another role's policy may not even be

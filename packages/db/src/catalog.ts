@@ -15,6 +15,18 @@ export interface CatalogColumn {
    * for parameter casts. From the catalog only.
    */
   readonly typeSql: string;
+  /**
+   * How the column's collation compares text: 'bytes' (C, POSIX, builtin: byte order, equality is
+   * byte equality), 'deterministic' (a locale's order; equal only when the bytes are), or
+   * 'nondeterministic' (equal strings may differ, e.g. case-insensitive ICU); null when the
+   * type has no collation. Decides what the events service may compare in memory.
+   */
+  readonly collation: 'bytes' | 'deterministic' | 'nondeterministic' | null;
+  /**
+   * The column's collation as SQL names it (schema-qualified, quoted) when it is not its type's
+   * default: a value rebuilt from text needs `COLLATE` this to compare as the column does.
+   */
+  readonly collateSql: string | null;
   readonly nullable: boolean;
   readonly hasDefault: boolean;
   /** Generated (stored) or identity-always columns, which take no inserted values. */
@@ -146,6 +158,25 @@ order by n.nspname, c.relname`;
 const COLUMNS_SQL = `
 select a.attrelid::int as table_oid, a.attname as name, a.atttypid::int as type_oid,
        format_type(a.atttypid, null) as type_sql, not a.attnotnull as nullable,
+       (select case
+                 when not co.collisdeterministic then 'nondeterministic'
+                 when p.provider = 'b' or (p.provider = 'c' and p.locale in ('C', 'POSIX')) then 'bytes'
+                 else 'deterministic' end
+          from pg_collation co
+          cross join lateral (
+            -- The database default: its provider (PostgreSQL 15+; libc before) and libc locale.
+            select case when co.collprovider = 'd'
+                        then coalesce((select to_jsonb(d) ->> 'datlocprovider' from pg_database d where d.datname = current_database()), 'c')
+                        else co.collprovider::text end as provider,
+                   case when co.collprovider = 'd'
+                        then (select d.datcollate::text from pg_database d where d.datname = current_database())
+                        else co.collcollate::text end as locale
+          ) p
+         where co.oid = a.attcollation) as collation,
+       (select format('%I.%I', cn.nspname, co.collname)
+          from pg_collation co join pg_namespace cn on cn.oid = co.collnamespace
+         where co.oid = a.attcollation
+           and a.attcollation <> (select t.typcollation from pg_type t where t.oid = a.atttypid)) as collate_sql,
        (a.atthasdef or a.attidentity <> '') as has_default,
        (a.attgenerated <> '' or a.attidentity = 'a') as generated,
        (select json_agg(json_build_object(
@@ -225,6 +256,8 @@ export async function loadCatalog(
         name: c.name,
         typeOid: c.type_oid,
         typeSql: c.type_sql,
+        collation: c.collation,
+        collateSql: c.collate_sql,
         nullable: c.nullable,
         hasDefault: c.has_default,
         generated: c.generated,

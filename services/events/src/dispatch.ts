@@ -1,5 +1,6 @@
 import type { Change, ChangeBatch } from '@sluice/changes';
 import type { Database } from '@sluice/db';
+import { matchInDatabase, type SqlFilterCheck } from './sql-filter';
 import type { Subscriber, TableSubscription } from './subscriber';
 import { checkVisibility, type VisibilityCheck } from './visibility';
 
@@ -8,6 +9,8 @@ interface Wanted {
   readonly sub: TableSubscription;
   /** The visibility check this delivery waits for (none for service_role). */
   readonly check: VisibilityCheck | undefined;
+  /** The SQL filter this delivery waits for (filters memory cannot decide; see sql-filter.ts). */
+  filter?: SqlFilterCheck;
 }
 
 /**
@@ -54,16 +57,38 @@ export async function dispatchBatch(
   }
   const matched = performance.now();
   if (checks.length > 0) await checkVisibility(db, checks, signal, visibilityParallelism(db));
+  // Filters memory cannot decide go to PostgreSQL, for the versions the subscriber may see only.
+  const filters: SqlFilterCheck[] = [];
+  for (const [subscriber, list] of wanted) {
+    let byTable: Map<TableSubscription, SqlFilterCheck> | undefined;
+    for (const w of list) {
+      if (!w.sub.sqlFilter || w.check?.error !== undefined) continue;
+      if (w.check && !w.check.visible?.has(w.change)) continue;
+      byTable ??= new Map();
+      let filter = byTable.get(w.sub);
+      if (filter) (filter.changes as Change[]).push(w.change);
+      else {
+        const { where, key } = w.sub.sqlFilter;
+        filter = { identity: subscriber.identity, table: w.sub.table, where, key, changes: [w.change] };
+        byTable.set(w.sub, filter);
+        filters.push(filter);
+      }
+      w.filter = filter;
+    }
+  }
+  if (filters.length > 0) await matchInDatabase(db, filters, signal);
   const checked = performance.now();
   for (const [subscriber, list] of wanted) {
-    for (const { change, sub, check } of list) {
+    for (const { change, sub, check, filter } of list) {
       if (subscriber.closed) break;
-      if (check?.error !== undefined) {
-        subscriber.failDispatch(check.error);
-        failures.push(check.error);
+      const error = check?.error ?? filter?.error;
+      if (error !== undefined) {
+        subscriber.failDispatch(error);
+        failures.push(error);
         break;
       }
       if (check && !check.visible?.has(change)) continue;
+      if (sub.sqlFilter && !filter?.matched?.has(change)) continue;
       subscriber.deliver(change, sub);
     }
   }

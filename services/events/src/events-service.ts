@@ -11,7 +11,7 @@ import {
 import { type ConcurrencyLimit, invalidArgument, LimitReason, SluiceError } from '@sluice/core';
 import { compile, type Database, type SchemaCatalog } from '@sluice/db';
 import type { AuthenticatedContext } from '@sluice/grpc';
-import { events } from '@sluice/proto';
+import { events, Filter } from '@sluice/proto';
 import { Access, compileFilter, selectList, toRow } from '@sluice/query';
 import { sql } from 'kysely';
 import type { CallContext, ServiceImplementation } from 'nice-grpc';
@@ -95,14 +95,22 @@ function resolveTables(
     for (const name of table.primaryKey) access.column(table, name, `${field}.table`, 'select');
     const matches = compileMatcher(
       t.filter,
-      table.columns.map((c) => ({ name: c.name, typeOid: c.typeOid })),
+      table.columns.map((c) => ({ name: c.name, typeOid: c.typeOid, collation: c.collation })),
       access.catalog.types,
       `${field}.filter`,
       (name, f) => {
         access.column(table, name, f, 'select');
       },
     );
-    out.set(key, { table, operations, matches, projection, filter: t.filter });
+    // What memory cannot decide exactly is asked of PostgreSQL, in the data service's SQL.
+    const sqlFilter =
+      t.filter && !matches.exact
+        ? {
+            where: compileFilter(t.filter, access, table, `${field}.filter`),
+            key: Buffer.from(Filter.encode(t.filter).finish()).toString('base64'),
+          }
+        : undefined;
+    out.set(key, { table, operations, matches, projection, filter: t.filter, sqlFilter });
   }
   return out;
 }

@@ -29,10 +29,21 @@ export type RowValues = readonly (string | null)[];
 export interface MatcherColumn {
   readonly name: string;
   readonly typeOid: number;
+  /** The column's collation class (CatalogColumn.collation); absent: compared as bytes. */
+  readonly collation?: 'bytes' | 'deterministic' | 'nondeterministic' | null;
 }
 
-/** True when the row satisfies the filter (SQL WHERE semantics: unknown does not match). */
-export type RowMatcher = (row: RowValues) => boolean;
+/**
+ * True when the row satisfies the filter (SQL WHERE semantics: unknown does not match). When
+ * `exact` is false the filter compares something memory cannot decide as PostgreSQL would (text
+ * under a locale's collation, jsonb, types without a domain here): the predicate then matches
+ * every row, and the caller must ask PostgreSQL (the events service evaluates such filters with
+ * the data service's SQL compiler, so live, snapshot and Select agree).
+ */
+export interface RowMatcher {
+  (row: RowValues): boolean;
+  readonly exact: boolean;
+}
 
 /** SQL truth value: null is unknown. */
 type Truth = boolean | null;
@@ -71,13 +82,15 @@ export function compileMatcher(
   field: string,
   checkColumn: (name: string, field: string) => void,
 ): RowMatcher {
-  if (filter === undefined) return () => true;
+  if (filter === undefined) return Object.assign(() => true, { exact: true });
   const byName = new Map<string, number>();
   columns.forEach((c, i) => {
     if (!byName.has(c.name)) byName.set(c.name, i);
   });
-  const node = compileNode(filter, { columns, byName, types, checkColumn, nodes: 0 }, field, 0);
-  return (row) => node(row) === true;
+  const scope: Scope = { columns, byName, types, checkColumn, nodes: 0, exact: true };
+  const node = compileNode(filter, scope, field, 0);
+  if (!scope.exact) return Object.assign(() => true, { exact: false });
+  return Object.assign((row: RowValues) => node(row) === true, { exact: true });
 }
 
 interface Scope {
@@ -86,6 +99,8 @@ interface Scope {
   readonly types: TypeRegistry;
   readonly checkColumn: (name: string, field: string) => void;
   nodes: number;
+  /** Cleared by a condition memory cannot decide exactly (see RowMatcher). */
+  exact: boolean;
 }
 
 function compileNode(filter: Filter, scope: Scope, field: string, depth: number): Node {
@@ -206,6 +221,7 @@ function compileCondition(condition: Condition, scope: Scope, field: string): No
           'This operator needs a non-null value (use IS for null)',
         );
       }
+      if (!exactInMemory(domain, column, op)) scope.exact = false;
       return comparison(index, domain, constant(condition.value, valueField), op);
     }
     case Operator.OPERATOR_IN: {
@@ -224,6 +240,7 @@ function compileCondition(condition: Condition, scope: Scope, field: string): No
           `is not available in event filters for columns of type ${scope.types.name(column.typeOid)}`,
         );
       }
+      if (!exactInMemory(domain, column, op)) scope.exact = false;
       const keys = new Set<unknown>();
       let hasNull = false;
       condition.values.forEach((v, i) => {
@@ -249,6 +266,25 @@ function compileCondition(condition: Condition, scope: Scope, field: string): No
     }
     default:
       throw invalidArgument('SLUICE_UNKNOWN_OPERATOR', `${field}.op`, `Unknown operator ${op}`);
+  }
+}
+
+/**
+ * Whether comparing with `op` on this column gives PostgreSQL's answer in memory. Text follows
+ * its collation: byte order decides every operator exactly, another deterministic collation
+ * (a libc or ICU locale) only equality (equal exactly when the bytes are), a nondeterministic
+ * one (case-insensitive ICU, …) nothing. Types without a domain of their own (citext, inet, …)
+ * and jsonb are left to PostgreSQL too.
+ */
+function exactInMemory(domain: Domain, column: MatcherColumn, op: Operator): boolean {
+  if (domain === OTHER || domain === JSONB) return false;
+  switch (column.collation ?? 'bytes') {
+    case 'bytes':
+      return true;
+    case 'deterministic':
+      return op === Operator.OPERATOR_EQ || op === Operator.OPERATOR_NEQ || op === Operator.OPERATOR_IN;
+    default:
+      return false;
   }
 }
 

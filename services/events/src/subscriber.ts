@@ -15,6 +15,7 @@ import {
   type TypeRegistry,
 } from '@sluice/db';
 import { events, type Filter } from '@sluice/proto';
+import type { RawBuilder } from 'kysely';
 import { EventQueue } from './event-queue';
 import type { RowValues } from './filter-matcher';
 
@@ -30,6 +31,11 @@ export interface TableSubscription {
   readonly projection: readonly CatalogColumn[];
   /** The request's filter, compiled to SQL for the snapshot. */
   readonly filter: Filter | undefined;
+  /**
+   * Set when `matches` cannot decide the filter exactly (RowMatcher.exact): the filter as SQL,
+   * evaluated by PostgreSQL on each version (sql-filter.ts), and a key equal for equal filters.
+   */
+  readonly sqlFilter?: { readonly where: RawBuilder<unknown>; readonly key: string };
 }
 
 const OPERATION: Readonly<Record<ChangeOp, events.Operation>> = {

@@ -68,6 +68,8 @@ interface Case {
   readonly name: string;
   readonly filter: Filter;
   readonly sql: string;
+  /** Memory cannot decide it exactly (RowMatcher.exact is false). */
+  readonly inexact?: boolean;
 }
 
 // 2024-01-02T03:04:05Z
@@ -211,12 +213,19 @@ const CASES: Case[] = [
     name: 'jsb = object',
     filter: cond('jsb', EQ, v.json({ b: [1, 2], a: 1 })),
     sql: `jsb = '{"a": 1, "b": [1, 2]}'`,
+    inexact: true,
   },
-  { name: 'jsb <> n 100', filter: cond('jsb', NEQ, v.json({ n: 100 })), sql: `jsb <> '{"n": 100}'` },
+  {
+    name: 'jsb <> n 100',
+    filter: cond('jsb', NEQ, v.json({ n: 100 })),
+    sql: `jsb <> '{"n": 100}'`,
+    inexact: true,
+  },
   {
     name: 'jsb in',
     filter: cond('jsb', IN, undefined, [v.json(1), v.json('a'), v.json(null), v.json(true)]),
     sql: `jsb in ('1', '"a"', 'null', 'true')`,
+    inexact: true,
   },
   {
     name: 'bin > 00ff',
@@ -304,11 +313,18 @@ describe('compileMatcher agrees with PostgreSQL', () => {
     expect(rows.length).toBeGreaterThanOrEqual(27);
   });
 
-  it.each(CASES)('$name', async ({ filter, sql }) => {
+  it.each(CASES)('$name', async ({ filter, sql, inexact }) => {
     const expected = (await client.query(`select id from type_samples where ${sql} order by id`)).rows.map(
       (r) => r.id as string,
     );
     const match = compileMatcher(filter, columns, types, 'filter', allow);
+    // jsonb is left to PostgreSQL (the events service asks it; see filter-parity.test.ts): the
+    // matcher says so and lets every row through.
+    expect(match.exact).toBe(!inexact);
+    if (inexact) {
+      expect(rows.every((row) => match(row))).toBe(true);
+      return;
+    }
     const actual = rows.filter((row) => match(row)).map((row) => row[idIndex] as string);
     expect(actual).toEqual(expected);
   });

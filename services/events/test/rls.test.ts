@@ -264,7 +264,12 @@ describe('documents', () => {
       await waitForTitles(s.carol, ['carol sentinel 2'], marks.carol);
       await s.alice.waitFor((x) => contents(x, marks.alice).includes('UPDATE notes v4'), 10_000, 'notes v4');
       expect(seen(s.carol, marks.carol)).toEqual(['INSERT carol sentinel 2']);
-      expect(contents(s.alice, marks.alice)).toEqual(['UPDATE roadmap v3', 'UPDATE notes v4']);
+      // Revoking writes the document row (its viewer_ids): a new version for the owner only.
+      expect(contents(s.alice, marks.alice)).toEqual([
+        'UPDATE roadmap v2',
+        'UPDATE roadmap v3',
+        'UPDATE notes v4',
+      ]);
       // bob sees none of Acme's documents, only his own sentinel written last.
       await admin.query(
         `insert into public.documents (tenant_id, owner_id, title) values ($1, $2, 'bob sentinel')`,
