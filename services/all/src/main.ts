@@ -2,11 +2,10 @@ import { fileURLToPath } from 'node:url';
 import { signToken } from '@sluice/auth';
 import { ConfigError } from '@sluice/core';
 import { type DataServer, loadDataConfig, startDataServer } from '@sluice/data-service';
-import { migrateAll, runSqlFile } from '@sluice/db';
+import { migrateAll, runSqlFile, withSession } from '@sluice/db';
 import { type RunningPostgres, startEmbeddedPostgres, viaSocket } from '@sluice/embedded';
 import { type EventsServer, loadEventsConfig, startEventsServer } from '@sluice/events-service';
 import { createLogger } from '@sluice/observability';
-import pg from 'pg';
 import { loadLauncherConfig } from './config';
 import { localSecret } from './local-secrets';
 
@@ -50,6 +49,12 @@ async function main(): Promise<void> {
   };
   process.once('SIGINT', () => void stop('SIGINT'));
   process.once('SIGTERM', () => void stop('SIGTERM'));
+  // Last resort: every database failure is handled where it happens (see @sluice/db session.ts),
+  // so a promise rejection nobody handled is a bug - logged loudly, but it does not take down
+  // every service of this process with it.
+  process.on('unhandledRejection', (reason: unknown) => {
+    log.error({ err: reason }, 'unhandled promise rejection (a bug: please report it)');
+  });
 
   let migrateUrl = launcher.migrateDatabaseUrl;
   if (!launcher.databaseUrl) {
@@ -93,41 +98,34 @@ async function main(): Promise<void> {
     await printWelcome(dataConfig.grpcAddress, eventsConfig.grpcAddress, dataConfig.auth.jwtSecret);
 }
 
+const launcherSession = (connectionString: string) => ({
+  connectionString,
+  applicationName: 'sluice-launcher',
+});
+
 async function ensureDatabase(superuserUrl: string, database: string): Promise<string> {
-  const client = new pg.Client({ connectionString: superuserUrl });
-  await client.connect();
-  try {
+  await withSession(launcherSession(superuserUrl), async (client) => {
     const exists = await client.query('select 1 from pg_database where datname = $1', [database]);
     if (exists.rowCount === 0) await client.query(`create database ${client.escapeIdentifier(database)}`);
-  } finally {
-    await client.end();
-  }
+  });
   const url = new URL(superuserUrl);
   url.pathname = `/${database}`;
   return url.toString();
 }
 
 async function isEmpty(url: string): Promise<boolean> {
-  const client = new pg.Client({ connectionString: url });
-  await client.connect();
-  try {
+  return withSession(launcherSession(url), async (client) => {
     const r = await client.query(
       "select to_regclass('public.tenants') is not null and not exists (select 1 from public.tenants) as empty",
     );
     return r.rows[0]?.empty === true;
-  } finally {
-    await client.end();
-  }
+  });
 }
 
 async function authenticatorUrl(superuserUrl: string, password: string): Promise<string> {
-  const client = new pg.Client({ connectionString: superuserUrl });
-  await client.connect();
-  try {
-    await client.query(`alter role sluice_authenticator password ${client.escapeLiteral(password)}`);
-  } finally {
-    await client.end();
-  }
+  await withSession(launcherSession(superuserUrl), (client) =>
+    client.query(`alter role sluice_authenticator password ${client.escapeLiteral(password)}`),
+  );
   const url = new URL(superuserUrl);
   url.username = 'sluice_authenticator';
   url.password = password;
