@@ -38,8 +38,8 @@ beforeAll(async () => {
   await admin.connect();
   // Rows of ~40 kB: a few dozen fill every transport buffer between server and client.
   await admin.query(
-    `insert into public.posts (tenant_id, author_id, title, body)
-     select $1, $2, $3, repeat('x', 40000) from generate_series(1, ${BIG_ROWS})`,
+    `insert into public.posts (tenant_id, author_id, title, body, status)
+     select $1, $2, $3, repeat('x', 40000), 'published' from generate_series(1, ${BIG_ROWS})`,
     [ACME, USERS.alice, BIG_TITLE],
   );
   await admin.query(`
@@ -202,7 +202,8 @@ describe('streams a client stops reading', () => {
     const streaming = await Promise.all([openStream(alice), openStream(alice)]);
     expect(streaming.map((s) => s.error)).toEqual([undefined, undefined]);
     const opened = performance.now();
-    expect(await poolSessions('idle in transaction')).toBe(2);
+    // Both fill the transport buffers, then sit idle in their transactions.
+    await waitFor(async () => (await poolSessions('idle in transaction')) === 2, 800, 'both streams stalled');
     await waitFor(
       async () => (await poolSessions('idle in transaction')) === 0,
       3000,
@@ -238,6 +239,38 @@ describe('streams a client stops reading', () => {
       async () => (await poolSessions('idle in transaction')) === 0,
       3000,
       'no session left in a transaction',
+    );
+  });
+
+  it('anonymous callers are one identity', async () => {
+    // The big posts are published: anon reads them too.
+    const anonStream = async () => {
+      const controller = new AbortController();
+      const iterator = stack
+        .client()
+        .selectStream(
+          {
+            query: { table: 'posts', columns: ['id', 'body'], filter: eq('title', V.str(BIG_TITLE)) },
+            chunkSize: 1,
+          },
+          { signal: controller.signal },
+        )
+        [Symbol.asyncIterator]();
+      try {
+        await iterator.next();
+        return { controller, error: undefined as unknown };
+      } catch (error) {
+        return { controller, error };
+      }
+    };
+    const opened = [await anonStream(), await anonStream(), await anonStream()];
+    expect(opened.map((s) => s.error === undefined)).toEqual([true, true, false]);
+    expect(reasonOf(opened[2]?.error)).toMatchObject({ reason: 'SLUICE_IDENTITY_LIMIT' });
+    for (const s of opened) s.controller.abort();
+    await waitFor(
+      async () => (await poolSessions('idle in transaction')) === 0,
+      3000,
+      'cancelled streams released',
     );
   });
 
