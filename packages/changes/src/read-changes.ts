@@ -378,6 +378,9 @@ async function readOnce(
   }
 }
 
+const JSON_OID = 114;
+const JSONB_OID = 3802;
+
 async function decodeRows(
   client: pg.PoolClient,
   schema: string,
@@ -385,8 +388,14 @@ async function decodeRows(
   ids: string[],
 ): Promise<DecodedRows> {
   const type = `${pg.escapeIdentifier(schema)}.${pg.escapeIdentifier(table)}`;
+  // jsonb_populate_record reads a JSON null as SQL NULL; the capture trigger leaves SQL NULL
+  // json/jsonb columns out of the logged row (core migration 000011), so the keys holding null
+  // are listed too, and those of json columns are JSON null.
   const result = await client.query<(string | null)[]>({
-    text: `select c.id::text, r.*, o.*
+    text: `select c.id::text,
+                  (select pg_catalog.jsonb_agg(e.key) from pg_catalog.jsonb_each(c.record) e where e.value = 'null'::jsonb)::text,
+                  (select pg_catalog.jsonb_agg(e.key) from pg_catalog.jsonb_each(c.old_record) e where e.value = 'null'::jsonb)::text,
+                  r.*, o.*
              from sluice.change_log c
              left join lateral pg_catalog.jsonb_populate_record(null::${type}, c.record) r on true
              left join lateral pg_catalog.jsonb_populate_record(null::${type}, c.old_record) o on true
@@ -394,11 +403,21 @@ async function decodeRows(
     values: [ids],
     rowMode: 'array',
   });
-  const width = (result.fields.length - 1) / 2;
-  const fields = result.fields.slice(1, 1 + width).map((f) => ({ name: f.name, dataTypeID: f.dataTypeID }));
+  const width = (result.fields.length - 3) / 2;
+  const fields = result.fields.slice(3, 3 + width).map((f) => ({ name: f.name, dataTypeID: f.dataTypeID }));
+  const jsonAt = fields.flatMap((f, i) => (f.dataTypeID === JSON_OID || f.dataTypeID === JSONB_OID ? [i] : []));
+  const withJsonNulls = (values: (string | null)[], nulls: string | null) => {
+    if (nulls === null || jsonAt.length === 0) return values;
+    const names = new Set(JSON.parse(nulls) as string[]);
+    for (const i of jsonAt) if (values[i] === null && names.has((fields[i] as ChangeField).name)) values[i] = 'null';
+    return values;
+  };
   const byId = new Map<string, { record: (string | null)[]; old: (string | null)[] }>();
   for (const row of result.rows) {
-    byId.set(row[0] as string, { record: row.slice(1, 1 + width), old: row.slice(1 + width) });
+    byId.set(row[0] as string, {
+      record: withJsonNulls(row.slice(3, 3 + width), row[1] ?? null),
+      old: withJsonNulls(row.slice(3 + width), row[2] ?? null),
+    });
   }
   return { fields, byId };
 }

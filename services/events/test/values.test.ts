@@ -65,11 +65,15 @@ it('json arrives as its text and SQL NULL as no kind', async () => {
   ]);
 });
 
-// Known bug outside the value codec: the change log keeps rows as to_jsonb(new) (core migration
-// 000004), where a jsonb column holding JSON null and one holding SQL NULL are both `null`, and
-// jsonb_populate_record (packages/changes read-changes.ts) reads both back as SQL NULL. This
-// test flips to failing (remove `.fails`) when capture keeps them apart.
-it.fails('a jsonb column holding JSON null arrives as JSON null, not SQL NULL', async () => {
-  const record = await changeFor(['jsb'], ['null']);
-  expect(record).toEqual([{ kind: { $case: 'jsonText', value: 'null' } }]);
+// to_jsonb(new) writes SQL NULL as JSON null: capture leaves SQL NULL json columns out of the
+// logged row (core migration 000011), so the two stay apart through the change log.
+it('a json or jsonb column holding JSON null arrives as JSON null, not SQL NULL', async () => {
+  expect(await changeFor(['jsb', 'js'], ['null', 'null'])).toEqual([
+    { kind: { $case: 'jsonText', value: 'null' } },
+    { kind: { $case: 'jsonText', value: 'null' } },
+  ]);
+  expect(await changeFor(['jsb', 'js'], [null as never, null as never])).toEqual([
+    { kind: undefined },
+    { kind: undefined },
+  ]);
 });
