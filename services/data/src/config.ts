@@ -38,10 +38,15 @@ export function loadDataConfig(env: Env): DataConfig {
   const r = new EnvReader(env);
   const pool = readPoolSettings(r);
   const streamStallTimeoutMs = r.int('STREAM_STALL_TIMEOUT_MS', 30_000, { min: 10, max: 3_600_000 });
+  // Defaults: three quarters of the pool in total, a quarter of it per identity.
+  const longCallsTotal = r.int('MAX_LONG_CALLS', Math.max(1, Math.floor((pool.max * 3) / 4)), { min: 1 });
   const longCalls = {
-    // Defaults: a quarter of the pool per identity, three quarters in total.
-    perIdentity: r.int('MAX_LONG_CALLS_PER_IDENTITY', Math.max(1, Math.ceil(pool.max / 4)), { min: 1 }),
-    total: r.int('MAX_LONG_CALLS', Math.max(1, Math.floor((pool.max * 3) / 4)), { min: 1 }),
+    perIdentity: r.int(
+      'MAX_LONG_CALLS_PER_IDENTITY',
+      Math.min(longCallsTotal, Math.max(1, Math.ceil(pool.max / 4))),
+      { min: 1 },
+    ),
+    total: longCallsTotal,
   };
   if (longCalls.total > pool.max) r.problem('MAX_LONG_CALLS must not exceed DB_POOL_MAX');
   if (longCalls.perIdentity > longCalls.total) {

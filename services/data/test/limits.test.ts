@@ -356,6 +356,8 @@ describe('settings', () => {
     expect(config.pool.idleInTransactionTimeoutMs).toBe(60_000);
     expect(loadDataConfig({ ...base, DB_POOL_MAX: '20' }).longCalls).toEqual({ perIdentity: 5, total: 15 });
     expect(loadDataConfig({ ...base, DB_POOL_MAX: '1' }).longCalls).toEqual({ perIdentity: 1, total: 1 });
+    // A lower total lowers the per-identity default with it.
+    expect(loadDataConfig({ ...base, MAX_LONG_CALLS: '2' }).longCalls).toEqual({ perIdentity: 2, total: 2 });
   });
 
   it('are read from the environment', () => {

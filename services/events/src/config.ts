@@ -57,12 +57,16 @@ export function loadEventsConfig(env: Env): EventsConfig {
   }
   if (!positionSecret) r.problem('EVENTS_POSITION_SECRET is required when JWT_SECRET is not set');
   const pool = readPoolSettings(r);
+  const subscriptions = r.int('EVENTS_MAX_SUBSCRIPTIONS', 10_000, { min: 1 });
+  // Half the pool by default: the feed, visibility checks and catch-up reads need the rest.
+  const snapshots = r.int('EVENTS_MAX_SNAPSHOTS', Math.max(1, Math.floor(pool.max / 2)), { min: 1 });
   const limits = {
-    subscriptionsPerIdentity: r.int('EVENTS_MAX_SUBSCRIPTIONS_PER_IDENTITY', 100, { min: 1 }),
-    subscriptions: r.int('EVENTS_MAX_SUBSCRIPTIONS', 10_000, { min: 1 }),
-    snapshotsPerIdentity: r.int('EVENTS_MAX_SNAPSHOTS_PER_IDENTITY', 2, { min: 1 }),
-    // Half the pool by default: the feed, visibility checks and catch-up reads need the rest.
-    snapshots: r.int('EVENTS_MAX_SNAPSHOTS', Math.max(1, Math.floor(pool.max / 2)), { min: 1 }),
+    subscriptionsPerIdentity: r.int('EVENTS_MAX_SUBSCRIPTIONS_PER_IDENTITY', Math.min(100, subscriptions), {
+      min: 1,
+    }),
+    subscriptions,
+    snapshotsPerIdentity: r.int('EVENTS_MAX_SNAPSHOTS_PER_IDENTITY', Math.min(2, snapshots), { min: 1 }),
+    snapshots,
   };
   if (limits.subscriptionsPerIdentity > limits.subscriptions) {
     r.problem('EVENTS_MAX_SUBSCRIPTIONS_PER_IDENTITY must not exceed EVENTS_MAX_SUBSCRIPTIONS');
