@@ -49,6 +49,33 @@ export function withDeadline(signal: AbortSignal, deadline: Date | undefined): A
   return controller.signal;
 }
 
+/** A signal linked to others until disposed (see linkedSignal). */
+export interface LinkedSignal extends Disposable {
+  readonly signal: AbortSignal;
+}
+
+/**
+ * A signal that aborts when any of `signals` does, with its reason; `using` it unlinks it at the
+ * end of the scope. Unlike AbortSignal.any, nothing of it stays registered on the sources once
+ * disposed: a long-lived source (a server's shutdown signal) linked to every call would
+ * otherwise keep a trace of each call that ever ran (AbortSignal.any's dependants stay listed on
+ * the source until it aborts).
+ */
+export function linkedSignal(...signals: readonly AbortSignal[]): LinkedSignal {
+  const controller = new AbortController();
+  const unlink = () => {
+    for (const s of signals) s.removeEventListener('abort', onAbort);
+  };
+  const onAbort = (event: Event) => {
+    unlink();
+    controller.abort((event.target as AbortSignal).reason);
+  };
+  const aborted = signals.find((s) => s.aborted);
+  if (aborted) controller.abort(aborted.reason);
+  else for (const s of signals) s.addEventListener('abort', onAbort, { once: true });
+  return { signal: controller.signal, [Symbol.dispose]: unlink };
+}
+
 /** Resolves after `ms`, or rejects with the abort error when `signal` aborts first. */
 export function sleep(ms: number, { signal }: AbortOptions = {}): Promise<void> {
   return new Promise((resolve, reject) => {

@@ -1,4 +1,12 @@
-export { type AbortOptions, abortError, sleep, throwIfAborted, withDeadline } from './abort';
+export {
+  type AbortOptions,
+  abortError,
+  type LinkedSignal,
+  linkedSignal,
+  sleep,
+  throwIfAborted,
+  withDeadline,
+} from './abort';
 export {
   ConcurrencyLimit,
   type ConcurrencyLimitOptions,

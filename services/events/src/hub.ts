@@ -1,5 +1,5 @@
 import { type ChangeFeed, comparePositions, readChanges } from '@sluice/changes';
-import { type SluiceError, sleep } from '@sluice/core';
+import { linkedSignal, type SluiceError, sleep } from '@sluice/core';
 import { type Database, mapPgError } from '@sluice/db';
 import type { Logger } from 'pino';
 import { dispatchBatch, timings } from './dispatch';
@@ -18,6 +18,7 @@ export class SubscriptionHub {
   private processing = false;
   private readonly stop = new AbortController();
   private readonly unsubscribe: () => void;
+  private readonly unsubscribeErrors: () => void;
 
   constructor(
     private readonly feed: ChangeFeed,
@@ -26,6 +27,12 @@ export class SubscriptionHub {
     private readonly logger: Logger,
   ) {
     this.unsubscribe = feed.onBatch((batch) => this.onBatch(batch));
+    // The log lost windows the feed had read (a crash of a non-durable server): the streams
+    // following the feed cannot go on without a gap, so they end; clients start again.
+    this.unsubscribeErrors = feed.onError((error) => {
+      for (const subscriber of this.attached) subscriber.failResumable(error);
+      this.attached.clear();
+    });
   }
 
   get size(): number {
@@ -37,10 +44,14 @@ export class SubscriptionHub {
    * attaches it to the feed. Errors (e.g. OUT_OF_RANGE for an expired position) end the stream.
    */
   async catchUpAndAttach(subscriber: Subscriber, signal: AbortSignal): Promise<void> {
-    const combined = AbortSignal.any([signal, this.stop.signal]);
+    using linked = linkedSignal(signal, this.stop.signal);
+    const combined = linked.signal;
     try {
+      // Read at least once, even at the feed's head: the read is what notices a position the
+      // log no longer has (SLUICE_CHANGE_LOG_REGRESSED) or has purged (OUT_OF_RANGE).
+      let read = false;
       while (!subscriber.closed && !combined.aborted) {
-        if (!this.processing && comparePositions(subscriber.position, this.feed.head) >= 0) {
+        if (read && !this.processing && comparePositions(subscriber.position, this.feed.head) >= 0) {
           this.attached.add(subscriber);
           return;
         }
@@ -54,11 +65,13 @@ export class SubscriptionHub {
         const batch = await readChanges(this.db.pool, subscriber.position, limit, {
           signal: combined,
         });
+        read = true;
         const failures = await dispatchBatch(this.db, [subscriber], batch, combined);
         if (failures.length > 0)
           this.logger.warn({ err: failures[0] }, 'visibility check failed; stream ended');
         // Caught up with the log but the feed has not read that far yet: give it a moment.
-        if (batch.changes.length === 0) await sleep(10, { signal: combined });
+        if (batch.changes.length === 0 && comparePositions(subscriber.position, this.feed.head) < 0)
+          await sleep(10, { signal: combined });
       }
     } catch (error) {
       if (!subscriber.closed && !combined.aborted) subscriber.fail(mapPgError(error));
@@ -77,6 +90,7 @@ export class SubscriptionHub {
   close(): void {
     this.stop.abort();
     this.unsubscribe();
+    this.unsubscribeErrors();
   }
 
   /**

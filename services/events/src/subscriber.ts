@@ -123,11 +123,25 @@ export class Subscriber {
    * queued reaches the client, which resumes from the last position it was sent.
    */
   failDispatch(cause?: unknown): void {
-    this.fail(
+    this.failResumable(
       new SluiceError('UNAVAILABLE', 'Delivering changes failed; reconnect from the last position', {
         reason: 'SLUICE_DISPATCH_FAILED',
-        metadata: { position: this.lastSent },
         cause,
+      }),
+    );
+  }
+
+  /**
+   * Ends the stream with `error`, dropping what is queued, with the position of the last
+   * message the client was sent added to its metadata.
+   */
+  failResumable(error: SluiceError): void {
+    this.fail(
+      new SluiceError(error.code, error.message, {
+        reason: error.reason,
+        violations: error.violations,
+        metadata: { ...error.metadata, position: this.lastSent },
+        cause: error.cause ?? error,
       }),
       true,
     );
