@@ -324,6 +324,11 @@ export class Migrator {
       connectionString: this.#options.connectionString,
       application_name: 'sluice-migrate',
     });
+    // Without a listener, a backend dropped while this session is idle (a server restart, a
+    // terminated backend) would be an unhandled 'error' event and crash the process; the
+    // failure reaches the caller through its next query instead. (@sluice/db's session helper
+    // does this for the services; it depends on this package, so it cannot be used here.)
+    client.on('error', () => {});
     try {
       await client.connect();
       throwIfAborted(signal);
@@ -422,6 +427,7 @@ export class Migrator {
 
 async function cancelBackend(connectionString: string, pid: number): Promise<void> {
   const client = new pg.Client({ connectionString, application_name: 'sluice-migrate-cancel' });
+  client.on('error', () => {}); // best effort, as below: never an unhandled 'error' event
   try {
     await client.connect();
     await client.query('SELECT pg_cancel_backend($1)', [pid]);
