@@ -9,7 +9,7 @@ import {
   snapshotPosition,
 } from '@sluice/changes';
 import { type ConcurrencyLimit, invalidArgument, LimitReason, SluiceError } from '@sluice/core';
-import { compile, type Database, type SchemaCatalog } from '@sluice/db';
+import { compile, type Database, mapPgError, type SchemaCatalog } from '@sluice/db';
 import type { AuthenticatedContext } from '@sluice/grpc';
 import { events, Filter } from '@sluice/proto';
 import { Access, compileFilter, selectList, toRow } from '@sluice/query';
@@ -191,15 +191,21 @@ export function createEventsService(
       const start = req.start;
       let position: Position;
       let snapshot: { rows: events.SnapshotRow[]; snapshot: Snapshot } | undefined;
-      if (start?.$case === 'fromPosition') {
-        position = deps.codec.decode(start.value, 'from_position');
-      } else if (start?.$case === 'snapshot' && start.value) {
-        // Read before the snapshot is taken: every change up to it is in the snapshot.
-        const before = await latestPosition(deps.db.pool, { signal });
-        snapshot = await snapshotRows(context, tables);
-        position = await snapshotPosition(deps.db.pool, before, snapshot.snapshot, { signal });
-      } else {
-        position = await currentPosition(deps.db.pool);
+      try {
+        if (start?.$case === 'fromPosition') {
+          position = deps.codec.decode(start.value, 'from_position');
+        } else if (start?.$case === 'snapshot' && start.value) {
+          // Read before the snapshot is taken: every change up to it is in the snapshot.
+          const before = await latestPosition(deps.db.pool, { signal });
+          snapshot = await snapshotRows(context, tables);
+          position = await snapshotPosition(deps.db.pool, before, snapshot.snapshot, { signal });
+        } else {
+          position = await currentPosition(deps.db.pool, { signal });
+        }
+      } catch (error) {
+        // The change log's readers throw node-postgres' errors as they are: mapped here, so a
+        // database that cannot be reached is UNAVAILABLE (retry), not INTERNAL.
+        throw mapPgError(error, signal);
       }
       const subscriber = new Subscriber(
         context.identity,
