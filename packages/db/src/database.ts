@@ -65,7 +65,7 @@ function beginFor(scope: RequestScope): { name: string; text: string } {
 const DEADLINE_MARGIN_MS = 5;
 
 /**
- * Runs requests the way DESIGN.md's request lifecycle describes: one transaction per request,
+ * Runs requests the way docs/design.md's request lifecycle describes: one transaction per request,
  * the caller's role, claims and a statement timeout from its deadline set in one statement,
  * everything pipelined. An aborted call cancels its running statement on the server.
  */

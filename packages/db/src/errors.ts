@@ -54,7 +54,7 @@ function unavailable(cause: unknown): SluiceError {
 }
 
 /**
- * Maps an error thrown by node-postgres (or the pool) to a SluiceError, following DESIGN.md's
+ * Maps an error thrown by node-postgres (or the pool) to a SluiceError, following docs/design.md's
  * SQLSTATE table. A SluiceError passes through unchanged; an abort (the call's `signal`) becomes
  * CANCELLED or DEADLINE_EXCEEDED; a connection that cannot be made or is lost (refused, no
  * socket file, reset, terminated, pool timeout) becomes UNAVAILABLE. Every SQLSTATE class a
