@@ -54,6 +54,7 @@ declare
   forced boolean;
   owner oid;
   columns text[];
+  whole_row boolean;
   casts text;
   mask text;
   branches text := '';
@@ -64,12 +65,24 @@ begin
     into relname, relation, rls, forced, owner
     from pg_class c join pg_namespace n on n.oid = c.relnamespace
    where c.oid = target;
-  -- Each value cast to its column's type, and given the column's collation where that is not
-  -- the type's default: a policy compares text as it would on the stored row.
+  -- The columns the SELECT policies read (all of them when one reads the whole row), each value
+  -- cast to its column's type and given the column's collation where that is not the type's
+  -- default, so a policy compares text as it would on the stored row. Rebuilding only these
+  -- matters: a version is rebuilt for every claims document that asks about it.
+  -- A column a policy reads is recorded in pg_depend; a whole-row reference is not (it shows
+  -- only as a Var with attribute number 0 in the policy's expression tree).
+  select exists (select 1 from pg_policy p
+                  where p.polrelid = target and p.polcmd in ('r', '*')
+                    and p.polqual::text ~ '\{VAR :varno [0-9]+ :varattno 0 ')
+    into whole_row;
   select array_agg(a.attname::text order by a.attnum),
-         string_agg(format('$3[w.n][%s]::%s%s as %I', a.n, format_type(a.atttypid, null),
+         coalesce(string_agg(format(', $3[w.n][%s]::%s%s as %I', a.n, format_type(a.atttypid, null),
            case when a.attcollation <> 0 and a.attcollation <> ty.typcollation
-             then format(' collate %I.%I', cn.nspname, co.collname) else '' end, a.attname), ', ' order by a.attnum)
+             then format(' collate %I.%I', cn.nspname, co.collname) else '' end, a.attname), '' order by a.attnum)
+           filter (where whole_row or exists (
+             select 1 from pg_depend d join pg_policy p on p.oid = d.objid
+              where d.classid = 'pg_policy'::regclass and p.polrelid = target and p.polcmd in ('r', '*')
+                and d.refclassid = 'pg_class'::regclass and d.refobjid = target and d.refobjsubid = a.attnum)), '')
     into columns, casts
     from (select a.*, row_number() over (order by a.attnum) as n
             from pg_attribute a where a.attrelid = target and a.attnum > 0 and not a.attisdropped) a
@@ -113,7 +126,7 @@ begin
       case when branch.permissive is null then 'null; -- no permissive policy applies: nothing is visible'
       else format($q$return query
             select %1$I."sluice claim", %1$I."sluice record"
-              from (select sluice_claim as "sluice claim", w.n as "sluice record", %2$s
+              from (select sluice_claim as "sluice claim", w.n as "sluice record"%2$s
                       from pg_catalog.unnest(sluice_want) as w(n)) as %1$I
              where (%3$s) and (%4$s);$q$, relname, casts, branch.permissive, coalesce(branch.restrictive, 'true'))
       end);

@@ -131,6 +131,25 @@ describe('sluice.visible_versions_<oid>', () => {
     });
   });
 
+  it('rebuilds the columns the policies read, and the whole row for a policy that reads it', async () => {
+    await admin.query('create table public.vv_whole (id int primary key, v text, other text)');
+    await admin.query('alter table public.vv_whole enable row level security');
+    await admin.query(
+      `create policy vv_whole_read on public.vv_whole for select to authenticated
+         using (to_jsonb(vv_whole) ->> 'v' = 'yes' and other is distinct from 'hidden')`,
+    );
+    await admin.query('grant select on public.vv_whole to authenticated');
+    await admin.query(`select sluice.enable_changes('public.vv_whole')`);
+    await admin.query(
+      `insert into public.vv_whole values (1, 'yes', null), (2, 'no', null), (3, 'yes', 'hidden')`,
+    );
+    const v = await currentVersions('public.vv_whole');
+    await as('authenticated', async () => {
+      const got = await visibleVersions(v, ['{}'], ['{1,2,3}']);
+      expect(got.rows.map((r) => v.rows[r.record_index - 1]?.values[0])).toEqual(['1']);
+    });
+  });
+
   it('refuses to answer with out-of-date policies or columns, and refresh_version_check brings it up to date', async () => {
     await admin.query('create table public.vv_probe (id int primary key, owner uuid)');
     await admin.query('alter table public.vv_probe enable row level security');
