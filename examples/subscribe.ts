@@ -5,7 +5,7 @@
 import { createEventsClient, toObjects } from '@sluice/client';
 import { events } from '@sluice/proto';
 import { Status } from 'nice-grpc';
-import { RichClientError } from 'nice-grpc-error-details';
+import { ErrorInfo, RichClientError } from 'nice-grpc-error-details';
 
 const client = createEventsClient(process.env.SLUICE_EVENTS_ADDRESS ?? '127.0.0.1:50052', {
   token: process.env.SLUICE_TOKEN,
@@ -38,8 +38,12 @@ for (let attempt = 0; ; attempt++) {
     }
   } catch (error) {
     const code = error instanceof RichClientError ? error.code : undefined;
-    if (code === Status.OUT_OF_RANGE)
-      position = undefined; // older than retention: take a new snapshot
+    const info =
+      error instanceof RichClientError
+        ? (error.extra.find((d) => d.$type === ErrorInfo.$type) as ErrorInfo | undefined)
+        : undefined;
+    // Older than retention, or lost by the database (docs/events-protocol.md): take a new snapshot.
+    if (code === Status.OUT_OF_RANGE || info?.reason === 'SLUICE_CHANGE_LOG_REGRESSED') position = undefined;
     else if (code !== Status.UNAVAILABLE && code !== Status.RESOURCE_EXHAUSTED && code !== Status.CANCELLED)
       throw error;
     const delay = Math.min(10_000, 200 * 2 ** attempt);

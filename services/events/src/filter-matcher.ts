@@ -13,14 +13,15 @@ import { MAX_FILTER_DEPTH, MAX_FILTER_NODES, MAX_IN_VALUES, quote } from '@sluic
  * Rows arrive as PostgreSQL's raw text output in the session settings @sluice/db pools use
  * (TimeZone=UTC, DateStyle=ISO, IntervalStyle=iso_8601).
  *
- * Known departures from PostgreSQL, all refusals rather than silent differences except the last:
+ * Known departures from PostgreSQL, all refusals rather than silent differences:
  * - date, time and timestamp constants must be ISO 8601 ('2024-01-02', '10:00:00',
  *   '2024-01-02T10:00:00.5Z' or 'infinity'); PostgreSQL's other spellings ('today', 'Jan 2 2024')
  *   are rejected with SLUICE_INVALID_VALUE.
  * - json, interval and array columns take only IS (json has no equality in PostgreSQL; interval
  *   and array equality is not on the text form); jsonb takes equality only.
- * - Types without a domain here (inet, citext, timetz, …) compare by exact text equality, which
- *   differs from PostgreSQL where the type's equality is not its text (e.g. citext's case folding).
+ * - What memory cannot decide as PostgreSQL does — text under a locale's or a nondeterministic
+ *   collation, jsonb, types without a domain here (inet, citext, timetz, …) — is not decided
+ *   here: the matcher says so (RowMatcher.exact) and the events service asks PostgreSQL.
  */
 
 /** A row's raw PostgreSQL text values (null for SQL NULL), in the order of the matcher's columns. */

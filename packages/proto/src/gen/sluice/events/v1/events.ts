@@ -1126,9 +1126,11 @@ export const EventsServiceDefinition = {
   methods: {
     /**
      * Changes to the given tables, in commit-compatible order, each exactly once per stream.
-     * A stream ends only by error; on UNAVAILABLE (server shutting down) or RESOURCE_EXHAUSTED
-     * (the client read too slowly) reconnect with the last position received; on OUT_OF_RANGE
-     * (position older than retention) take a new snapshot.
+     * A stream ends only by error; on UNAVAILABLE (server shutting down, database unreachable) or
+     * RESOURCE_EXHAUSTED (the client read too slowly) reconnect with the last position received;
+     * on OUT_OF_RANGE (position older than retention) or reason SLUICE_CHANGE_LOG_REGRESSED (the
+     * database lost changes already sent) take a new snapshot. docs/events-protocol.md lists
+     * every status and reason.
      */
     subscribe: {
       name: "Subscribe",
@@ -1144,9 +1146,11 @@ export const EventsServiceDefinition = {
 export interface EventsServiceImplementation<CallContextExt = {}> {
   /**
    * Changes to the given tables, in commit-compatible order, each exactly once per stream.
-   * A stream ends only by error; on UNAVAILABLE (server shutting down) or RESOURCE_EXHAUSTED
-   * (the client read too slowly) reconnect with the last position received; on OUT_OF_RANGE
-   * (position older than retention) take a new snapshot.
+   * A stream ends only by error; on UNAVAILABLE (server shutting down, database unreachable) or
+   * RESOURCE_EXHAUSTED (the client read too slowly) reconnect with the last position received;
+   * on OUT_OF_RANGE (position older than retention) or reason SLUICE_CHANGE_LOG_REGRESSED (the
+   * database lost changes already sent) take a new snapshot. docs/events-protocol.md lists
+   * every status and reason.
    */
   subscribe(
     request: SubscribeRequest,
@@ -1157,9 +1161,11 @@ export interface EventsServiceImplementation<CallContextExt = {}> {
 export interface EventsServiceClient<CallOptionsExt = {}> {
   /**
    * Changes to the given tables, in commit-compatible order, each exactly once per stream.
-   * A stream ends only by error; on UNAVAILABLE (server shutting down) or RESOURCE_EXHAUSTED
-   * (the client read too slowly) reconnect with the last position received; on OUT_OF_RANGE
-   * (position older than retention) take a new snapshot.
+   * A stream ends only by error; on UNAVAILABLE (server shutting down, database unreachable) or
+   * RESOURCE_EXHAUSTED (the client read too slowly) reconnect with the last position received;
+   * on OUT_OF_RANGE (position older than retention) or reason SLUICE_CHANGE_LOG_REGRESSED (the
+   * database lost changes already sent) take a new snapshot. docs/events-protocol.md lists
+   * every status and reason.
    */
   subscribe(
     request: DeepPartial<SubscribeRequest>,
