@@ -405,11 +405,14 @@ async function decodeRows(
   });
   const width = (result.fields.length - 3) / 2;
   const fields = result.fields.slice(3, 3 + width).map((f) => ({ name: f.name, dataTypeID: f.dataTypeID }));
-  const jsonAt = fields.flatMap((f, i) => (f.dataTypeID === JSON_OID || f.dataTypeID === JSONB_OID ? [i] : []));
+  const jsonAt = fields.flatMap((f, i) =>
+    f.dataTypeID === JSON_OID || f.dataTypeID === JSONB_OID ? [i] : [],
+  );
   const withJsonNulls = (values: (string | null)[], nulls: string | null) => {
     if (nulls === null || jsonAt.length === 0) return values;
     const names = new Set(JSON.parse(nulls) as string[]);
-    for (const i of jsonAt) if (values[i] === null && names.has((fields[i] as ChangeField).name)) values[i] = 'null';
+    for (const i of jsonAt)
+      if (values[i] === null && names.has((fields[i] as ChangeField).name)) values[i] = 'null';
     return values;
   };
   const byId = new Map<string, { record: (string | null)[]; old: (string | null)[] }>();

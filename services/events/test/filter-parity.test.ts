@@ -172,7 +172,9 @@ describe('filters select the same rows in Select, the snapshot and the live stre
           limit: 1000,
         });
         const want = ids(
-          (selected.result?.rows ?? []).map((r) => (r.values[0]?.kind as { value: bigint }).value),
+          (selected.result?.rows ?? []).map(
+            (r) => (r.values[0]?.kind as { value: bigint } | undefined)?.value,
+          ),
         ).filter((id) => id < 1000);
         const stream = live[n] as OpenStream;
         await stream.waitFor(passed, 20_000, `a heartbeat past the writes (${name})`);
