@@ -1,5 +1,5 @@
 import { setTimeout as delay } from 'node:timers/promises';
-import { createTestDatabase, type TestDatabase } from '@sluice/testing';
+import { createTestDatabase, loseChangeWindows, type TestDatabase } from '@sluice/testing';
 import type pg from 'pg';
 import pino from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -43,16 +43,6 @@ function marker(change: Change): string | null {
   return change.record[i] ?? null;
 }
 
-/** What a crash without durable commits leaves: windows from `window` on and changes from `id` on are gone, ids reissued. */
-async function loseSince(window: bigint, id: bigint): Promise<void> {
-  await admin.query(`
-    begin;
-    delete from sluice.change_window where seq >= ${window};
-    delete from sluice.change_log where id >= ${id};
-    select setval(pg_get_serial_sequence('sluice.change_log', 'id'), ${id - 1n});
-    commit;`);
-}
-
 async function readAll(after: Position): Promise<ChangeBatch> {
   for (let i = 0; ; i++) {
     const batch = await readChanges(pool, after, 100);
@@ -83,7 +73,7 @@ describe('change windows', () => {
     expect(first.changes.map(marker)).toEqual(['lost']);
     const read = first.until;
     const lostId = first.changes[0]?.position.id as bigint;
-    await loseSince(read.window, lostId);
+    await loseChangeWindows(admin, read.window, lostId);
     // Committed after recovery: it takes the lost change's id, and the next window its number.
     await admin.query(`insert into regress_probe (marker) values ('after-recovery')`);
     await expect(readChanges(pool, read, 100)).rejects.toMatchObject({
@@ -131,7 +121,7 @@ describe('change windows', () => {
         await delay(10);
       }
       const lost = seen as Change;
-      await loseSince(lost.position.window, lost.position.id);
+      await loseChangeWindows(admin, lost.position.window, lost.position.id);
       await admin.query(`insert into regress_probe (marker) values ('feed-after-recovery')`);
       // Another instance (a subscriber starting now) appends first: the lost window's number again.
       await currentPosition(pool);

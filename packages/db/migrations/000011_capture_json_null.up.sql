@@ -23,13 +23,28 @@ declare
   claims jsonb;
   tenant text;
   json_columns text[] := tg_argv[1]::text[];
+  json_column text;
   i int;
 begin
+  -- to_jsonb, unless a json column holds a null: only logged_row can tell JSON null from SQL
+  -- NULL there (most tables have no json column, most rows no null in one: no extra cost).
   if tg_op <> 'DELETE' then
-    new_row := sluice.logged_row(new, json_columns);
+    new_row := to_jsonb(new);
+    foreach json_column in array json_columns loop
+      if new_row -> json_column = 'null'::jsonb then
+        new_row := sluice.logged_row(new, json_columns);
+        exit;
+      end if;
+    end loop;
   end if;
   if tg_op <> 'INSERT' then
-    old_row := sluice.logged_row(old, json_columns);
+    old_row := to_jsonb(old);
+    foreach json_column in array json_columns loop
+      if old_row -> json_column = 'null'::jsonb then
+        old_row := sluice.logged_row(old, json_columns);
+        exit;
+      end if;
+    end loop;
   end if;
   key_row := coalesce(new_row, old_row);
   if tg_nargs = 3 then

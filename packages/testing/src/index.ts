@@ -1,3 +1,4 @@
+export { loseChangeWindows } from './change-log';
 export { createTestDatabase, type TestDatabase } from './database';
 export { ACME, GLOBEX, TEST_JWT_SECRET, USERS } from './demo-data';
 export { freePort } from './global-setup';

@@ -2,7 +2,7 @@ import { data, type Filter, Operator, type Value } from '@sluice/proto';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { appendWindow, type EventsStack, startEventsStack } from './helpers';
-import { cond, OpenStream, recordOf, type SubscribeReq } from './open-stream';
+import { cond, type OpenStream, openWhenKnown, recordOf, type SubscribeReq } from './open-stream';
 import { decodePosition } from './stream-collector';
 
 // A filter selects the same rows in Select, in a Subscribe snapshot and on the live stream —
@@ -106,20 +106,8 @@ async function insertRows(offset: number): Promise<void> {
 
 const ids = (values: unknown[]) => values.map((v) => Number(v)).sort((a, b) => a - b);
 
-async function open(request: SubscribeReq): Promise<OpenStream> {
-  // The catalog reloads after the DDL above: retry while the table is still unknown.
-  for (let attempt = 0; ; attempt++) {
-    const s = new OpenStream(stack.eventsClient(token), request);
-    try {
-      await s.ready();
-      return s;
-    } catch (error) {
-      await s.cancel();
-      if (attempt >= 50) throw error;
-      await new Promise((r) => setTimeout(r, 100));
-    }
-  }
-}
+/** A stream as alice (the catalog reloads after the DDL above). */
+const open = (request: SubscribeReq) => openWhenKnown(stack.eventsClient(token), request);
 
 describe('filters select the same rows in Select, the snapshot and the live stream', () => {
   it('text under C, ICU, case-insensitive and default collations; jsonb; inet', async () => {

@@ -1,3 +1,4 @@
+import { loseChangeWindows } from '@sluice/testing';
 import { Status } from 'nice-grpc';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -31,16 +32,6 @@ async function insertPost(title: string): Promise<void> {
   );
 }
 
-/** What a crash without durable commits leaves: windows from `window` on and changes from `id` on are gone, ids reissued. */
-async function loseSince(window: bigint, id: bigint): Promise<void> {
-  await admin.query(`
-    begin;
-    delete from sluice.change_window where seq >= ${window};
-    delete from sluice.change_log where id >= ${id};
-    select setval(pg_get_serial_sequence('sluice.change_log', 'id'), ${id - 1n});
-    commit;`);
-}
-
 describe('a change log that lost windows', () => {
   it('ends the streams that were sent them, and refuses to resume from them', async () => {
     const token = await stack.token('alice');
@@ -54,7 +45,7 @@ describe('a change log that lost windows', () => {
     const sent = s.changes[0]?.position as string;
     expect(recordOf(s.changes[0])?.title).toBe('before the crash');
     const lost = decodePosition(sent);
-    await loseSince(lost.window, lost.id);
+    await loseChangeWindows(admin, lost.window, lost.id);
     // Resuming from the lost position: refused, never a silent gap (the first read notices).
     const resumed = new OpenStream(stack.eventsClient(token), {
       tables: [{ table: 'posts' }],

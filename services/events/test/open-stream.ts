@@ -102,3 +102,21 @@ export class OpenStream {
     await this.done;
   }
 }
+
+/**
+ * Opens a stream and waits for its first message, retrying while the table is not yet known
+ * (the service's catalog reloads shortly after DDL a test has just run).
+ */
+export async function openWhenKnown(client: EventsClient, request: SubscribeReq): Promise<OpenStream> {
+  for (let attempt = 0; ; attempt++) {
+    const s = new OpenStream(client, request);
+    try {
+      await s.ready();
+      return s;
+    } catch (error) {
+      await s.cancel();
+      if (attempt >= 50) throw error;
+      await new Promise((r) => setTimeout(r, 100));
+    }
+  }
+}

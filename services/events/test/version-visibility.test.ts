@@ -3,7 +3,7 @@ import { events } from '@sluice/proto';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type EventsStack, startEventsStack, TEST_JWT_SECRET } from './helpers';
-import { eq, OpenStream, recordOf, type SubscribeReq, V } from './open-stream';
+import { eq, type OpenStream, openWhenKnown, recordOf, type SubscribeReq, V } from './open-stream';
 
 // The oracle for change-stream RLS: a subscriber receives a row version if and only if it could
 // SELECT that version right after it was committed (for a DELETE: the row's last version just
@@ -84,19 +84,8 @@ function tokenOf(w: Who): Promise<string> | undefined {
 }
 
 async function open(w: Who, request: SubscribeReq): Promise<OpenStream> {
-  const token = await tokenOf(w);
-  // The catalog reloads after the DDL above: retry while the table is still unknown.
-  for (let attempt = 0; ; attempt++) {
-    const s = new OpenStream(stack.eventsClient(token), request);
-    try {
-      await s.ready();
-      return s;
-    } catch (error) {
-      await s.cancel();
-      if (attempt >= 50) throw error;
-      await new Promise((r) => setTimeout(r, 100));
-    }
-  }
+  // The catalog reloads after the DDL above.
+  return openWhenKnown(stack.eventsClient(await tokenOf(w)), request);
 }
 
 /** Whether `w` can SELECT row `id` now, with a plain query under its role and claims. */
