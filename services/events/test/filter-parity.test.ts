@@ -1,6 +1,8 @@
 import { data, type Filter, Operator, type Value } from '@sluice/proto';
+import { Status } from 'nice-grpc';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { expectStatus, expectSubscribeRejected } from './expect-status';
 import { appendWindow, type EventsStack, startEventsStack } from './helpers';
 import { cond, type OpenStream, openWhenKnown, recordOf, type SubscribeReq } from './open-stream';
 import { decodePosition } from './stream-collector';
@@ -62,7 +64,7 @@ for (const column of ['t_c', 't_icu', 't_ci', 't_def']) {
     cond(column, Operator.OPERATOR_IN, undefined, [str('ABC'), str('z')]),
   ]);
 }
-for (const text of ['null', '{}', '0', '100', '""', '{"a":1}']) {
+for (const text of ['null', '{}', '[]', '0', '100', '""', '{"a":1}']) {
   FILTERS.push([`j EQ ${text}`, cond('j', Operator.OPERATOR_EQ, json(text))]);
   FILTERS.push([`j NEQ ${text}`, cond('j', Operator.OPERATOR_NEQ, json(text))]);
 }
@@ -74,7 +76,11 @@ let admin: pg.Client;
 let token: string;
 
 beforeAll(async () => {
-  stack = await startEventsStack({ EVENTS_HEARTBEAT_MS: '100' });
+  // A live stream per filter, all as alice: more than the default per-identity cap.
+  stack = await startEventsStack({
+    EVENTS_HEARTBEAT_MS: '100',
+    EVENTS_MAX_SUBSCRIPTIONS_PER_IDENTITY: '500',
+  });
   admin = new pg.Client({ connectionString: stack.db.url });
   await admin.connect();
   await admin.query(SCHEMA);
@@ -175,6 +181,31 @@ describe('filters select the same rows in Select, the snapshot and the live stre
       expect(differences).toBeGreaterThan(FILTERS.length / 2);
     } finally {
       await Promise.all(live.map((s) => s.cancel()));
+    }
+  });
+
+  it('JSON filter values that say nothing are refused alike by Select and Subscribe', async () => {
+    const client = stack.dataClient(token);
+    const events = stack.eventsClient(token);
+    // An empty google.protobuf.Value, and JSON text that is not JSON.
+    const values: [string, Value][] = [
+      ['an empty json_value', { kind: { $case: 'jsonValue', value: undefined } }],
+      ['empty json_text', json('')],
+      ['json_text that does not parse', json('{')],
+    ];
+    for (const [what, value] of values) {
+      const filter = cond('j', Operator.OPERATOR_EQ, value);
+      const selectError = await client.select({ table: 'parity', columns: ['id'], filter }).then(
+        () => undefined,
+        (e: unknown) => e,
+      );
+      const selected = expectStatus(selectError, { code: Status.INVALID_ARGUMENT });
+      const subscribed = await expectSubscribeRejected(
+        events,
+        { tables: [{ table: 'parity', filter }], start: { $case: 'fromNow', value: true } },
+        { code: Status.INVALID_ARGUMENT, reason: selected.reason },
+      );
+      expect(subscribed.reason, what).toBe(selected.reason);
     }
   });
 });

@@ -281,4 +281,49 @@ describe('documents', () => {
       await Promise.all(Object.values(s).map((x) => x.cancel()));
     }
   });
+
+  it('drafts written before a share never reach the grantee, live or on catch-up', async () => {
+    const NOTES = 'd0000000-0000-0000-0000-000000000002'; // alice's, not shared
+    const carolToken = await stack.token('carol');
+    const request = { tables: [{ table: 'documents' }], start: { $case: 'fromNow' as const, value: true } };
+    const live = new OpenStream(stack.eventsClient(carolToken), request);
+    await live.ready();
+    const start = live.heartbeats[0]?.position as string;
+    const setContent = (content: string) =>
+      admin.query('update public.documents set content = $2 where id = $1', [NOTES, content]);
+    try {
+      await setContent('private draft 1');
+      await setContent('private draft 2');
+      // Shared right after the private edits: the share writes a new version carol may read.
+      await admin.query(
+        `insert into public.document_shares (document_id, user_id, permission) values ($1, $2, 'view')`,
+        [NOTES, USERS.carol],
+      );
+      await setContent('shared v3');
+      const wanted = (x: OpenStream) => seen(x, 0, 'content').includes('UPDATE shared v3');
+      await live.waitFor(wanted, 10_000, 'shared v3');
+      // Catch-up from before the drafts, once the document is shared.
+      const again = new OpenStream(stack.eventsClient(carolToken), {
+        ...request,
+        start: { $case: 'fromPosition', value: start },
+      });
+      try {
+        await again.waitFor(wanted, 10_000, 'shared v3 on catch-up');
+        for (const s of [live, again]) {
+          const contents = seen(s, 0, 'content');
+          // The private edits never; the share itself (a new version of the row, content still
+          // draft 2, which carol may read from then on) and the edit after it.
+          expect(contents).toEqual(['UPDATE private draft 2', 'UPDATE shared v3']);
+        }
+      } finally {
+        await again.cancel();
+      }
+    } finally {
+      await live.cancel();
+      await admin.query('delete from public.document_shares where document_id = $1 and user_id = $2', [
+        NOTES,
+        USERS.carol,
+      ]);
+    }
+  });
 });
