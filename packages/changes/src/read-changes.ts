@@ -78,7 +78,7 @@ const WINDOWS_PER_READ = 16;
 
 // sluice.append_change_window returns -1 when another session holds the append lock. $1 is the
 // newest window the caller has read: the append raises data_corrupted rather than issue that
-// number again when the log lost it (core migration 000009; the append commits synchronously).
+// number again when the log lost it (core migration 000005; the append commits synchronously).
 const APPEND_SQL = `select sluice.append_change_window(false, $1::bigint)::text as seq, pg_catalog.pg_current_snapshot()::text as snap`;
 
 // The retention watermark, and what the log says about the reader's position: its newest window
@@ -389,7 +389,7 @@ async function decodeRows(
 ): Promise<DecodedRows> {
   const type = `${pg.escapeIdentifier(schema)}.${pg.escapeIdentifier(table)}`;
   // jsonb_populate_record reads a JSON null as SQL NULL; the capture trigger leaves SQL NULL
-  // json/jsonb columns out of the logged row (core migration 000011), so the keys holding null
+  // json/jsonb columns out of the logged row (core migration 000004), so the keys holding null
   // are listed too, and those of json columns are JSON null.
   const result = await client.query<(string | null)[]>({
     text: `select c.id::text,

@@ -16,7 +16,7 @@ import { appPool, createProbeTable, superClient } from './helpers';
 
 // Finding 3 of the fault review: after a crash with synchronous_commit = off, window numbers a
 // reader had already read were issued again and readers silently skipped the changes committed
-// after recovery. The append now commits synchronously (core migration 000009), and a reader that
+// after recovery. The append now commits synchronously (core migration 000005), and a reader that
 // finds the log behind what it read stops with SLUICE_CHANGE_LOG_REGRESSED instead of skipping.
 // The crash is simulated the way it looks afterwards: the newest windows, their changes and the
 // change ids they used are gone.

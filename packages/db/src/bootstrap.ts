@@ -1,7 +1,7 @@
 import { readFile } from 'node:fs/promises';
 import { fileURLToPath } from 'node:url';
 import type { AbortOptions } from '@sluice/core';
-import { type Applied, Migrator } from '@sluice/migrate';
+import { type Applied, listMigrations, Migrator } from '@sluice/migrate';
 import { withSession } from './session';
 
 /** Sluice's own schema (roles, auth.* helpers, the sluice schema), versioned apart from the user's. */
@@ -46,6 +46,19 @@ async function grantTrackingTables(connectionString: string): Promise<void> {
   await withSession({ connectionString, applicationName: 'sluice-migrate' }, (client) =>
     client.query(`grant select on table ${CORE_MIGRATIONS_TABLE}, schema_migrations to sluice_authenticator`),
   );
+}
+
+/**
+ * True unless the database's core schema is at a version this build has no migration for: the
+ * core migrations were folded once (the project is unreleased), so a database migrated with the
+ * earlier numbering (core versions 7-11) cannot be brought up to date and must be recreated.
+ */
+export async function coreSchemaKnown(connectionString: string): Promise<boolean> {
+  const [state, files] = await Promise.all([
+    new Migrator({ connectionString, dir: CORE_MIGRATIONS_DIR, table: CORE_MIGRATIONS_TABLE }).version(),
+    listMigrations(CORE_MIGRATIONS_DIR),
+  ]);
+  return state.version === null || files.some((m) => m.version === state.version);
 }
 
 /** True when neither migration set has anything pending and neither is dirty. */

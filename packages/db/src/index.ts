@@ -1,6 +1,7 @@
 export {
   CORE_MIGRATIONS_DIR,
   CORE_MIGRATIONS_TABLE,
+  coreSchemaKnown,
   type MigrateAllOptions,
   migrateAll,
   migrationsCurrent,

@@ -2,7 +2,7 @@ import { fileURLToPath } from 'node:url';
 import { signToken } from '@sluice/auth';
 import { ConfigError } from '@sluice/core';
 import { type DataServer, loadDataConfig, startDataServer } from '@sluice/data-service';
-import { migrateAll, runSqlFile, withSession } from '@sluice/db';
+import { coreSchemaKnown, migrateAll, runSqlFile, withSession } from '@sluice/db';
 import { type RunningPostgres, startEmbeddedPostgres, viaSocket } from '@sluice/embedded';
 import { type EventsServer, loadEventsConfig, startEventsServer } from '@sluice/events-service';
 import { createLogger } from '@sluice/observability';
@@ -67,7 +67,20 @@ async function main(): Promise<void> {
       port: launcher.embedded.port,
       persistent: true,
     });
-    const superuser = await ensureDatabase(embedded.url, launcher.embedded.database);
+    let superuser = await ensureDatabase(embedded.url, launcher.embedded.database);
+    if (!(await coreSchemaKnown(superuser))) {
+      // A demo database from before the core migrations were folded: it cannot be migrated on,
+      // and it holds nothing but demo data, so it is made afresh (DATABASE_URL databases are not
+      // touched: there the migrator's error says which version it does not know).
+      log.warn(
+        { database: launcher.embedded.database },
+        'the embedded database predates the current core migrations; recreating it',
+      );
+      await withSession(launcherSession(embedded.url), (client) =>
+        client.query(`drop database ${client.escapeIdentifier(launcher.embedded.database)} with (force)`),
+      );
+      superuser = await ensureDatabase(embedded.url, launcher.embedded.database);
+    }
     migrateUrl = superuser;
     env.DATABASE_URL = superuser; // replaced by the login role's URL below, once it has a password
     env.JWT_SECRET ??= localSecret(projectRoot, 'jwt-secret');

@@ -28,7 +28,7 @@ interface Lookup {
  * Runs visibility checks in batches, as docs/design.md asks: never a query per change per
  * subscriber. Checks are grouped by role into transactions, identities with the same claims
  * and changes merged; inside a transaction each table is asked once, through
- * sluice.visible_versions_<table oid> (core migration 000010, created by sluice.enable_changes):
+ * sluice.visible_versions_<table oid> (core migration 000006, created by sluice.enable_changes):
  * the table's SELECT policies applied to each logged version under each claims document, with
  * the subscriber's own role — what a Select of that version would have answered.
  *

@@ -66,7 +66,7 @@ it('json arrives as its text and SQL NULL as no kind', async () => {
 });
 
 // to_jsonb(new) writes SQL NULL as JSON null: capture leaves SQL NULL json columns out of the
-// logged row (core migration 000011), so the two stay apart through the change log.
+// logged row (core migration 000004), so the two stay apart through the change log.
 it('a json or jsonb column holding JSON null arrives as JSON null, not SQL NULL', async () => {
   expect(await changeFor(['jsb', 'js'], ['null', 'null'])).toEqual([
     { kind: { $case: 'jsonText', value: 'null' } },

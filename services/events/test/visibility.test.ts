@@ -2,7 +2,7 @@ import { createTestDatabase, type TestDatabase, USERS } from '@sluice/testing';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
-// sluice.visible_versions_<oid> (core migration 000010, created by sluice.enable_changes) applies
+// sluice.visible_versions_<oid> (core migration 000006, created by sluice.enable_changes) applies
 // a table's SELECT policies to row versions passed in as text. Fed the rows as they are now, it
 // must answer exactly what a plain SELECT under each role and claims document answers, for every
 // captured table of the reference schema; version-visibility.test.ts checks versions that

@@ -1,11 +1,11 @@
 -- Sluice core: change streams decide Row Level Security on the version of the row they send.
 --
--- 000007's lookups asked "can this subscriber SELECT the row *now*?" and then sent the *logged*
--- version: a subscriber could receive versions it never could read (a post inserted as a draft
--- or already soft-deleted, another tenant's version of a row that later moved, a document's
--- drafts from before it was shared), and DELETEs went to everyone. A version is now sent only if
--- the table's SELECT policies, applied to *that version* (rebuilt from the log), let the
--- subscriber's role and claims see it — for DELETE, the row's last version.
+-- Asking "can this subscriber SELECT the row *now*?" and then sending the *logged* version would
+-- hand out versions the subscriber never could read (a post inserted as a draft or already
+-- soft-deleted, another tenant's version of a row that later moved, a document's drafts from
+-- before it was shared). A version is sent only if the table's SELECT policies, applied to *that
+-- version* (rebuilt from the log), let the subscriber's role and claims see it — for DELETE, the
+-- row's last version.
 --
 -- sluice.visible_versions_<table oid>(claims, columns, records, wanted), created by
 -- sluice.enable_changes, has the table's policies written out: for each claims document
@@ -214,73 +214,5 @@ comment on function sluice.refresh_version_check(regclass) is 'Sluice: recreates
 revoke execute on function sluice.refresh_version_check(regclass) from public;
 grant execute on function sluice.refresh_version_check(regclass) to sluice_authenticator, anon, authenticated, service_role;
 
--- enable_changes / disable_changes: the version check replaces 000007's current-row lookups.
-create or replace function sluice.enable_changes(target regclass, notify boolean default false) returns void
-language plpgsql
-set search_path = pg_catalog, pg_temp
-as $$
-declare
-  pk_columns text[];
-  has_tenant boolean;
-  args text;
-begin
-  select array_agg(a.attname::text order by k.ord)
-    into pk_columns
-    from pg_index i
-    cross join lateral unnest(i.indkey) with ordinality as k(attnum, ord)
-    join pg_attribute a on a.attrelid = i.indrelid and a.attnum = k.attnum
-   where i.indrelid = target and i.indisprimary;
-  if pk_columns is null then
-    raise exception 'sluice.enable_changes: table % has no primary key', target
-      using errcode = 'invalid_table_definition',
-            hint = 'Change capture identifies rows by their primary key; add one first.';
-  end if;
-  select exists (
-    select 1 from pg_attribute
-     where attrelid = target and attname = 'tenant_id' and attnum > 0 and not attisdropped
-  ) into has_tenant;
-  select string_agg(quote_literal(c), ', ') into args from unnest(pk_columns) c;
-  execute format('drop trigger if exists sluice_capture_change on %s', target);
-  execute format('drop trigger if exists sluice_notify_changes on %s', target);
-  execute format(
-    'create trigger sluice_capture_change after insert or update or delete on %s '
-    'for each row execute function sluice.capture_change(%L, %s)',
-    target, case when has_tenant then 't' else 'f' end, args);
-  if notify then
-    execute format(
-      'create trigger sluice_notify_changes after insert or update or delete on %s '
-      'for each statement execute function sluice.notify_changes()',
-      target);
-  end if;
-  perform sluice.create_version_check(target);
-end
-$$;
-
-create or replace function sluice.disable_changes(target regclass) returns void
-language plpgsql
-set search_path = pg_catalog, pg_temp
-as $$
-begin
-  execute format('drop trigger if exists sluice_capture_change on %s', target);
-  execute format('drop trigger if exists sluice_notify_changes on %s', target);
-  execute format('drop function if exists sluice.%I(text[], text[], text[], text[])', 'visible_versions_' || target::oid);
-end
-$$;
-
--- The current-row lookups are gone with the rule they implemented.
-do $$
-declare
-  f record;
-begin
-  for f in
-    select p.oid::regprocedure as fn from pg_catalog.pg_proc p
-     where p.pronamespace = 'sluice'::regnamespace and p.proname ~ '^visible_rows_[0-9]+$'
-  loop
-    execute format('drop function %s', f.fn);
-  end loop;
-  perform sluice.create_version_check(t.target)
-     from (select format('%I.%I', schema, "table")::regclass as target from sluice.captured_tables) t;
-end
-$$;
-drop function sluice.create_visibility_lookup(regclass);
-drop function sluice.visible_rows(text[], regclass, text[], regtype[], text[]);
+-- Request roles reach the version checks (never the log itself).
+grant usage on schema sluice to anon, authenticated, service_role;
