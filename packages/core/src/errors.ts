@@ -1,3 +1,5 @@
+import type { Reason } from './reasons';
+
 /**
  * The closed set of errors Sluice code throws. Each carries a status code (named as gRPC names
  * them, so the gRPC boundary maps them one to one), a stable machine-readable `reason`
@@ -27,8 +29,8 @@ export interface FieldViolation {
 }
 
 export interface SluiceErrorOptions {
-  /** Stable reason for ErrorInfo, e.g. `SLUICE_UNKNOWN_COLUMN`. */
-  readonly reason?: string;
+  /** Stable reason for ErrorInfo, from the closed list in reasons.ts; default `SLUICE_<code>`. */
+  readonly reason?: Reason;
   readonly violations?: readonly FieldViolation[];
   /** Extra ErrorInfo metadata (strings only); must not carry secrets. */
   readonly metadata?: Readonly<Record<string, string>>;
@@ -56,14 +58,14 @@ export type LimitReason = (typeof LimitReason)[keyof typeof LimitReason];
 export class SluiceError extends Error {
   override readonly name = 'SluiceError';
   readonly code: ErrorCode;
-  readonly reason: string;
+  readonly reason: Reason;
   readonly violations: readonly FieldViolation[];
   readonly metadata: Readonly<Record<string, string>>;
 
   constructor(code: ErrorCode, message: string, options: SluiceErrorOptions = {}) {
     super(message, options.cause === undefined ? undefined : { cause: options.cause });
     this.code = code;
-    this.reason = options.reason ?? `SLUICE_${code}`;
+    this.reason = options.reason ?? (`SLUICE_${code}` satisfies Reason);
     this.violations = options.violations ?? [];
     this.metadata = options.metadata ?? {};
   }
@@ -71,7 +73,7 @@ export class SluiceError extends Error {
 
 /** A request field that is wrong: INVALID_ARGUMENT with one field violation. */
 export function invalidArgument(
-  reason: string,
+  reason: Reason,
   field: string,
   description: string,
   metadata?: Record<string, string>,

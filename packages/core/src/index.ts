@@ -24,4 +24,5 @@ export {
   SluiceError,
   type SluiceErrorOptions,
 } from './errors';
+export { Reason } from './reasons';
 export { readServiceSettings, type ServiceSettings } from './service-settings';
