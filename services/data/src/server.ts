@@ -39,7 +39,10 @@ export async function startDataServer(config: DataConfig, options: StartOptions 
     applicationName: 'sluice-data',
     ...config.pool,
   });
-  const db = new Database(pool, { statementTimeoutMs: config.limits.statementTimeoutMs });
+  const db = new Database(pool, {
+    statementTimeoutMs: config.limits.statementTimeoutMs,
+    preparedStatementsPerConnection: config.pool.preparedStatements,
+  });
   const catalog = await CatalogWatcher.start({
     connectionString: config.databaseUrl,
     schemas: config.schemas,

@@ -62,4 +62,42 @@ describe('prepared statements', () => {
     const after = await Promise.all(Array.from({ length: 12 }, select));
     for (const res of after) expect(res.result?.columns.map((c) => c.type)).toEqual(['uuid', 'varchar']);
   });
+
+  it('keeps at most DB_PREPARED_STATEMENTS request statements per connection', async () => {
+    // One connection, so every call below runs in the same session.
+    const tiny = await startStack({ DB_PREPARED_STATEMENTS: '2', DB_POOL_MAX: '1' });
+    const tinyAdmin = new pg.Client({ connectionString: tiny.db.url });
+    await tinyAdmin.connect();
+    try {
+      await tinyAdmin.query(`
+        create function public.session_statements() returns bigint language sql stable
+          as 'select count(*) from pg_prepared_statements where name ~ ''^sluice_[0-9]+$''';
+        grant execute on function public.session_statements() to authenticated`);
+      const alice = tiny.client(await tiny.token('alice'));
+      const counted = async () => {
+        const res = await alice.call({ function: 'session_statements' });
+        return Number((res.result?.rows[0]?.values[0]?.kind as { value: bigint }).value);
+      };
+      // The catalog reloads after the DDL above (and drops what was prepared): wait until the
+      // function is known, then prepare.
+      for (let attempt = 0; ; attempt++) {
+        try {
+          await counted();
+          break;
+        } catch (error) {
+          if (attempt > 100) throw error;
+          await new Promise((r) => setTimeout(r, 50));
+        }
+      }
+      for (const columns of SHAPES) await alice.select({ table: 'posts', columns, limit: 1 });
+      const count = await counted();
+      // Five select shapes and the call ran; at most the setting's two stay prepared (besides
+      // the fixed BEGIN/COMMIT statements, which are not counted).
+      expect(count).toBeGreaterThan(0);
+      expect(count).toBeLessThanOrEqual(2);
+    } finally {
+      await tinyAdmin.end();
+      await tiny.close();
+    }
+  });
 });
