@@ -32,6 +32,7 @@ export { mapPgError } from './errors';
 export { type PgType, type TypeKind, TypeRegistry } from './pg-types';
 export { createPool, type PoolConfig } from './pool';
 export { type PoolSettings, poolConnectionString, readPoolSettings } from './pool-settings';
+export { databaseReady, watchReadiness } from './readiness';
 export {
   isConnectionError,
   openSession,

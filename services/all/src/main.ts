@@ -106,7 +106,7 @@ async function main(): Promise<void> {
   const dataConfig = loadDataConfig(env);
   const eventsConfig = loadEventsConfig(env);
   data = await startDataServer(dataConfig, { migrationsDir: launcher.migrationsDir });
-  events = await startEventsServer(eventsConfig);
+  events = await startEventsServer(eventsConfig, { migrationsDir: launcher.migrationsDir });
   if (embedded)
     await printWelcome(dataConfig.grpcAddress, eventsConfig.grpcAddress, dataConfig.auth.jwtSecret);
 }

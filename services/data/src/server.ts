@@ -1,7 +1,13 @@
-import { setTimeout as delay } from 'node:timers/promises';
 import { createAuthenticator } from '@sluice/auth';
 import { ConcurrencyLimit } from '@sluice/core';
-import { CatalogWatcher, createPool, Database, migrationsCurrent, poolConnectionString } from '@sluice/db';
+import {
+  CatalogWatcher,
+  createPool,
+  Database,
+  databaseReady,
+  poolConnectionString,
+  watchReadiness,
+} from '@sluice/db';
 import { authMiddleware, createGrpcServer } from '@sluice/grpc';
 import { createLogger } from '@sluice/observability';
 import { data } from '@sluice/proto';
@@ -76,8 +82,10 @@ export async function startDataServer(config: DataConfig, options: StartOptions 
   logger.info({ address: config.grpcAddress, port }, 'data service listening');
 
   const stopHealth = new AbortController();
-  void watchReadiness(config.databaseUrl, options.migrationsDir, stopHealth.signal, (ready) =>
-    server.health.setStatus(ready ? 'healthy' : 'unhealthy', SERVICE_NAME),
+  void watchReadiness(
+    () => databaseReady(config.databaseUrl, options.migrationsDir),
+    (ready) => server.health.setStatus(ready ? 'healthy' : 'unhealthy', SERVICE_NAME),
+    stopHealth.signal,
   );
 
   return {
@@ -92,25 +100,6 @@ export async function startDataServer(config: DataConfig, options: StartOptions 
       logger.info('data service stopped');
     },
   };
-}
-
-/** Re-checks readiness every few seconds until stopped: database reachable, migrations current. */
-async function watchReadiness(
-  connectionString: string,
-  migrationsDir: string | undefined,
-  signal: AbortSignal,
-  report: (ready: boolean) => void,
-): Promise<void> {
-  while (!signal.aborted) {
-    let ready = false;
-    try {
-      ready = migrationsDir ? await migrationsCurrent(connectionString, migrationsDir) : true;
-    } catch {
-      ready = false;
-    }
-    report(ready);
-    await delay(ready ? 15_000 : 2_000, undefined, { signal }).catch(() => {});
-  }
 }
 
 /**

@@ -1,3 +1,3 @@
 export { type EventsConfig, loadEventsConfig } from './config';
 export { createEventsService, type EventsServiceDeps } from './events-service';
-export { type EventsServer, startEventsServer } from './server';
+export { type EventsServer, type StartEventsOptions, startEventsServer } from './server';

@@ -1,7 +1,14 @@
 import { createAuthenticator } from '@sluice/auth';
 import { ChangeFeed, capturedTables, PositionCodec, purgeChanges } from '@sluice/changes';
 import { ConcurrencyLimit } from '@sluice/core';
-import { CatalogWatcher, createPool, Database, poolConnectionString } from '@sluice/db';
+import {
+  CatalogWatcher,
+  createPool,
+  Database,
+  databaseReady,
+  poolConnectionString,
+  watchReadiness,
+} from '@sluice/db';
 import { authMiddleware, createGrpcServer } from '@sluice/grpc';
 import { createLogger } from '@sluice/observability';
 import { events } from '@sluice/proto';
@@ -21,13 +28,20 @@ export interface EventsServer {
 
 const SERVICE_NAME = events.EventsServiceDefinition.fullName;
 
+export interface StartEventsOptions {
+  readonly logger?: Logger;
+  /** The application's migrations folder: health also waits for them to be current. */
+  readonly migrationsDir?: string;
+}
+
 /**
  * Composes the events service: a pool, the schema catalog (live reload), one shared change feed
- * (LISTEN wake-ups + polling), the subscription hub, retention, and the gRPC server.
+ * (LISTEN wake-ups + polling), the subscription hub, retention, and the gRPC server. Health turns
+ * SERVING once the database answers with its migrations current, and NOT_SERVING while not.
  */
 export async function startEventsServer(
   config: EventsConfig,
-  options: { logger?: Logger } = {},
+  options: StartEventsOptions = {},
 ): Promise<EventsServer> {
   const logger =
     options.logger ?? createLogger({ service: 'events', level: config.logLevel, env: config.env });
@@ -105,7 +119,12 @@ export async function startEventsServer(
     }),
   );
   const port = await server.listen(config.grpcAddress);
-  server.health.setStatus('healthy', SERVICE_NAME);
+  const stopHealth = new AbortController();
+  void watchReadiness(
+    () => databaseReady(config.databaseUrl, options.migrationsDir),
+    (ready) => server.health.setStatus(ready ? 'healthy' : 'unhealthy', SERVICE_NAME),
+    stopHealth.signal,
+  );
   logger.info({ address: config.grpcAddress, port }, 'events service listening');
 
   const retention = setInterval(() => {
@@ -120,6 +139,7 @@ export async function startEventsServer(
     logger,
     subscribers: () => hub.size,
     async close() {
+      stopHealth.abort();
       clearInterval(retention);
       await server.shutdown(config.shutdownGraceMs);
       hub.close();
