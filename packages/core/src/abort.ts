@@ -76,6 +76,24 @@ export function linkedSignal(...signals: readonly AbortSignal[]): LinkedSignal {
   return { signal: controller.signal, [Symbol.dispose]: unlink };
 }
 
+/**
+ * A signal that aborts when `signal` does, or `ms` after now with `reason` (a SluiceError, so
+ * abortError reports it as it is) — a time limit for one part of a call. `using` it stops the
+ * timer and unlinks it from `signal`.
+ */
+export function timeLimit(signal: AbortSignal, ms: number, reason: SluiceError): LinkedSignal {
+  const timer = new AbortController();
+  const handle = setTimeout(() => timer.abort(reason), ms);
+  const linked = linkedSignal(signal, timer.signal);
+  return {
+    signal: linked.signal,
+    [Symbol.dispose]() {
+      clearTimeout(handle);
+      linked[Symbol.dispose]();
+    },
+  };
+}
+
 /** Resolves after `ms`, or rejects with the abort error when `signal` aborts first. */
 export function sleep(ms: number, { signal }: AbortOptions = {}): Promise<void> {
   return new Promise((resolve, reject) => {

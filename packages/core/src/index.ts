@@ -5,6 +5,7 @@ export {
   linkedSignal,
   sleep,
   throwIfAborted,
+  timeLimit,
   withDeadline,
 } from './abort';
 export {

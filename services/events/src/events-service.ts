@@ -8,7 +8,14 @@ import {
   type Snapshot,
   snapshotPosition,
 } from '@sluice/changes';
-import { type ConcurrencyLimit, invalidArgument, LimitReason, SluiceError } from '@sluice/core';
+import {
+  type ConcurrencyLimit,
+  invalidArgument,
+  LimitReason,
+  type LinkedSignal,
+  SluiceError,
+  timeLimit,
+} from '@sluice/core';
 import { compile, type Database, mapPgError, type SchemaCatalog } from '@sluice/db';
 import type { AuthenticatedContext } from '@sluice/grpc';
 import { events, Filter } from '@sluice/proto';
@@ -257,25 +264,12 @@ export function createEventsService(
  * running statement is then cancelled and the snapshot's connection released. Dispose it to
  * stop the timer.
  */
-function snapshotTimeLimit(signal: AbortSignal, ms: number): { readonly signal: AbortSignal } & Disposable {
-  const controller = new AbortController();
-  const onAbort = () => controller.abort(signal.reason);
-  const timer = setTimeout(
-    () =>
-      controller.abort(
-        new SluiceError('DEADLINE_EXCEEDED', `The snapshot took longer than ${ms} ms; narrow the filter`, {
-          reason: LimitReason.snapshotTimeout,
-        }),
-      ),
+function snapshotTimeLimit(signal: AbortSignal, ms: number): LinkedSignal {
+  return timeLimit(
+    signal,
     ms,
+    new SluiceError('DEADLINE_EXCEEDED', `The snapshot took longer than ${ms} ms; narrow the filter`, {
+      reason: LimitReason.snapshotTimeout,
+    }),
   );
-  if (signal.aborted) onAbort();
-  else signal.addEventListener('abort', onAbort, { once: true });
-  return {
-    signal: controller.signal,
-    [Symbol.dispose]() {
-      clearTimeout(timer);
-      signal.removeEventListener('abort', onAbort);
-    },
-  };
 }
