@@ -1,5 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import { type Identity, type RequestContext, SluiceError } from '@sluice/core';
+import { grpcHandled, grpcHandling, grpcStarted } from '@sluice/observability';
 import { isAbortError } from 'abort-controller-x';
 import { type CallContext, type ServerMiddlewareCall, Status } from 'nice-grpc';
 import { ServerError } from 'nice-grpc-common';
@@ -63,6 +64,20 @@ export function callMiddleware(options: CallMiddlewareOptions) {
     };
     context.header.set('x-request-id', requestId);
 
+    // /pkg.Service/Method: both names come from the proto, a bounded label set.
+    const slash = method.lastIndexOf('/');
+    const labels = {
+      grpc_service: method.slice(1, slash),
+      grpc_method: method.slice(slash + 1),
+      grpc_type: call.method.requestStream
+        ? call.method.responseStream
+          ? 'bidi_stream'
+          : 'client_stream'
+        : call.method.responseStream
+          ? 'server_stream'
+          : 'unary',
+    };
+    grpcStarted.inc(labels);
     let code = Status.OK;
     try {
       if (!call.requestStream) rejectUndecodable(call.request);
@@ -74,6 +89,8 @@ export function callMiddleware(options: CallMiddlewareOptions) {
       throw mapped;
     } finally {
       dispose();
+      grpcHandled.inc({ ...labels, grpc_code: statusName(code) });
+      grpcHandling.observe(labels, (performance.now() - started) / 1000);
       const identity = request.identity;
       const fields = {
         grpc_code: statusName(code),

@@ -18,6 +18,8 @@ export interface LauncherConfig {
     readonly database: string;
   };
   readonly logLevel: string;
+  /** host:port of the ops HTTP listener (/healthz, /readyz, /metrics); empty: none. */
+  readonly opsHttpAddress: string;
 }
 
 export function loadLauncherConfig(env: Env, projectRoot: string): LauncherConfig {
@@ -36,7 +38,10 @@ export function loadLauncherConfig(env: Env, projectRoot: string): LauncherConfi
       database: r.string('EMBEDDED_PG_DATABASE', 'sluice'),
     },
     logLevel: r.string('LOG_LEVEL', 'info'),
+    opsHttpAddress: r.string('OPS_HTTP_ADDRESS', '127.0.0.1:9464'),
   };
+  if (config.opsHttpAddress !== '' && !/^(\[[^\]]+\]|[^:]*):\d{1,5}$/.test(config.opsHttpAddress))
+    r.problem(`OPS_HTTP_ADDRESS must be host:port (or empty for none), got "${config.opsHttpAddress}"`);
   r.done();
   return deepFreeze(config);
 }

@@ -2,10 +2,10 @@ import { fileURLToPath } from 'node:url';
 import { signToken } from '@sluice/auth';
 import { ConfigError } from '@sluice/core';
 import { type DataServer, loadDataConfig, startDataServer } from '@sluice/data-service';
-import { coreSchemaKnown, migrateAll, runSqlFile, withSession } from '@sluice/db';
+import { coreSchemaKnown, databaseReady, migrateAll, runSqlFile, withSession } from '@sluice/db';
 import { type RunningPostgres, startEmbeddedPostgres, viaSocket } from '@sluice/embedded';
 import { type EventsServer, loadEventsConfig, startEventsServer } from '@sluice/events-service';
-import { createLogger } from '@sluice/observability';
+import { createLogger, type OpsServer, startOpsServer } from '@sluice/observability';
 import { loadLauncherConfig } from './config';
 import { localSecret } from './local-secrets';
 
@@ -31,16 +31,19 @@ async function main(): Promise<void> {
   let embedded: RunningPostgres | undefined;
   let data: DataServer | undefined;
   let events: EventsServer | undefined;
+  let ops: OpsServer | undefined;
   let stopping = false;
 
   const stop = async (signal: string) => {
     if (stopping) return;
     stopping = true;
     log.info({ signal }, 'shutting down');
+    // /readyz answers 503 from now on (stopping), so a load balancer stops sending calls.
     await Promise.all([
       data?.close().catch((err: unknown) => log.error({ err }, 'data service did not stop cleanly')),
       events?.close().catch((err: unknown) => log.error({ err }, 'events service did not stop cleanly')),
     ]);
+    await ops?.close();
     await embedded
       ?.stop()
       .catch((err: unknown) => log.error({ err }, 'embedded PostgreSQL did not stop cleanly'));
@@ -107,6 +110,19 @@ async function main(): Promise<void> {
   const eventsConfig = loadEventsConfig(env);
   data = await startDataServer(dataConfig, { migrationsDir: launcher.migrationsDir });
   events = await startEventsServer(eventsConfig, { migrationsDir: launcher.migrationsDir });
+  if (launcher.opsHttpAddress) {
+    const databaseUrl = dataConfig.databaseUrl;
+    ops = await startOpsServer({
+      address: launcher.opsHttpAddress,
+      logger: log,
+      ready: async () => {
+        if (stopping) return { ready: false, reason: 'shutting down' };
+        if (!(await databaseReady(databaseUrl, launcher.migrationsDir)))
+          return { ready: false, reason: 'database unreachable or migrations not current' };
+        return { ready: true };
+      },
+    });
+  }
   if (embedded)
     await printWelcome(dataConfig.grpcAddress, eventsConfig.grpcAddress, dataConfig.auth.jwtSecret);
 }

@@ -9,7 +9,7 @@ import {
   watchReadiness,
 } from '@sluice/db';
 import { authMiddleware, createGrpcServer } from '@sluice/grpc';
-import { createLogger } from '@sluice/observability';
+import { createLogger, registerPool } from '@sluice/observability';
 import { data } from '@sluice/proto';
 import type pg from 'pg';
 import type { Logger } from 'pino';
@@ -45,6 +45,7 @@ export async function startDataServer(config: DataConfig, options: StartOptions 
     applicationName: 'sluice-data',
     ...config.pool,
   });
+  const unregisterPool = registerPool('data', pool);
   const db = new Database(pool, {
     statementTimeoutMs: config.limits.statementTimeoutMs,
     preparedStatementsPerConnection: config.pool.preparedStatements,
@@ -97,6 +98,7 @@ export async function startDataServer(config: DataConfig, options: StartOptions 
       authenticator.close();
       await catalog.close();
       await db.close();
+      unregisterPool();
       logger.info('data service stopped');
     },
   };

@@ -10,7 +10,7 @@ import {
   watchReadiness,
 } from '@sluice/db';
 import { authMiddleware, createGrpcServer } from '@sluice/grpc';
-import { createLogger } from '@sluice/observability';
+import { createLogger, registerPool } from '@sluice/observability';
 import { events } from '@sluice/proto';
 import type { Logger } from 'pino';
 import type { EventsConfig } from './config';
@@ -51,6 +51,7 @@ export async function startEventsServer(
     applicationName: 'sluice-events',
     ...poolConfig,
   });
+  const unregisterPool = registerPool('events', pool);
   const db = new Database(pool, {
     statementTimeoutMs: 30_000,
     preparedStatementsPerConnection: preparedStatements,
@@ -139,6 +140,7 @@ export async function startEventsServer(
     logger,
     subscribers: () => hub.size,
     async close() {
+      unregisterPool();
       stopHealth.abort();
       clearInterval(retention);
       await server.shutdown(config.shutdownGraceMs);
