@@ -76,7 +76,7 @@ describe('prepared statements', () => {
       const alice = tiny.client(await tiny.token('alice'));
       const counted = async () => {
         const res = await alice.call({ function: 'session_statements' });
-        return Number((res.result?.rows[0]?.values[0]?.kind as { value: bigint }).value);
+        return Number((res.result?.rows[0]?.values[0]?.kind as { value: bigint } | undefined)?.value);
       };
       // The catalog reloads after the DDL above (and drops what was prepared): wait until the
       // function is known, then prepare.
