@@ -35,6 +35,13 @@ export class SubscriptionHub {
     });
   }
 
+  /** Messages waiting in the attached streams' queues (for the buffered-events metric). */
+  get buffered(): number {
+    let n = 0;
+    for (const subscriber of this.attached) n += subscriber.queue.length;
+    return n;
+  }
+
   get size(): number {
     return this.attached.size;
   }

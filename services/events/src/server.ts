@@ -16,6 +16,7 @@ import type { Logger } from 'pino';
 import type { EventsConfig } from './config';
 import { createEventsService } from './events-service';
 import { SubscriptionHub } from './hub';
+import { registerHub } from './metrics';
 
 export interface EventsServer {
   readonly port: number;
@@ -86,6 +87,7 @@ export async function startEventsServer(
     logger,
   });
   const hub = new SubscriptionHub(feed, db, feedBatchSize, logger);
+  const unregisterHub = registerHub(hub);
   const authenticator = createAuthenticator(config.auth);
   const server = createGrpcServer({
     logger,
@@ -141,6 +143,7 @@ export async function startEventsServer(
     subscribers: () => hub.size,
     async close() {
       unregisterPool();
+      unregisterHub();
       stopHealth.abort();
       clearInterval(retention);
       await server.shutdown(config.shutdownGraceMs);
