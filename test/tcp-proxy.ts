@@ -20,8 +20,11 @@ export interface TcpProxy {
   close(): Promise<void>;
 }
 
-/** Starts a proxy on an ephemeral loopback port forwarding to `targetPort` on 127.0.0.1. */
-export async function startTcpProxy(targetPort: number): Promise<TcpProxy> {
+/**
+ * Starts a proxy forwarding to `targetPort` on 127.0.0.1, listening on an ephemeral loopback
+ * port, or on the Unix socket `listen.path` (port 0 then), as a PostgreSQL socket would.
+ */
+export async function startTcpProxy(targetPort: number, listen: { path?: string } = {}): Promise<TcpProxy> {
   let down = false;
   let connectDelay = 0;
   let accepted = 0;
@@ -58,8 +61,10 @@ export async function startTcpProxy(targetPort: number): Promise<TcpProxy> {
     if (connectDelay > 0) setTimeout(forward, connectDelay);
     else forward();
   });
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const port = (server.address() as net.AddressInfo).port;
+  await new Promise<void>((resolve) =>
+    listen.path ? server.listen(listen.path, resolve) : server.listen(0, '127.0.0.1', resolve),
+  );
+  const port = listen.path ? 0 : (server.address() as net.AddressInfo).port;
   return {
     port,
     get accepted() {

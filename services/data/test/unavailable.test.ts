@@ -1,5 +1,4 @@
 import { mkdtempSync } from 'node:fs';
-import { createConnection, createServer, type Server, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { signToken } from '@sluice/auth';
@@ -9,6 +8,7 @@ import { createTestDatabase, TEST_JWT_SECRET, type TestDatabase, USERS } from '@
 import { createChannel, createClientFactory, Metadata, Status } from 'nice-grpc';
 import { errorDetailsClientMiddleware } from 'nice-grpc-error-details';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { startTcpProxy } from '../../../test/tcp-proxy';
 import { loadDataConfig } from '../src/config';
 import { type DataServer, startDataServer } from '../src/server';
 import { expectRejection } from './expect-rejection';
@@ -27,29 +27,8 @@ afterAll(async () => {
   await db?.drop();
 });
 
-/** A byte proxy to the test database's host and port; `close` cuts every connection. */
-async function startProxy(listen: { port: number; host: string } | { path: string }) {
-  const target = new URL(db.appUrl);
-  const sockets = new Set<Socket>();
-  const server: Server = createServer((client) => {
-    const upstream = createConnection({ host: target.hostname, port: Number(target.port) });
-    for (const s of [client, upstream]) {
-      sockets.add(s);
-      s.on('close', () => sockets.delete(s));
-      s.on('error', () => {});
-    }
-    client.pipe(upstream).pipe(client);
-  });
-  await new Promise<void>((resolve) => server.listen(listen, resolve));
-  return {
-    port: (server.address() as { port?: number }).port ?? 0,
-    async close() {
-      const closed = new Promise((r) => server.close(r));
-      for (const s of sockets) s.destroy();
-      await closed;
-    },
-  };
-}
+/** A byte proxy to the test database, on a loopback port or a Unix socket; `close` cuts every connection. */
+const startProxy = (listen: { path?: string } = {}) => startTcpProxy(Number(new URL(db.appUrl).port), listen);
 
 async function startService(databaseUrl: string): Promise<DataServer> {
   return startDataServer(
@@ -104,7 +83,7 @@ function urlVia(host: string, port: number): string {
 
 describe('PostgreSQL unreachable', () => {
   it('over TCP: connections cut, then refused on a closed port', async () => {
-    const proxy = await startProxy({ port: 0, host: '127.0.0.1' });
+    const proxy = await startProxy();
     const server = await startService(urlVia('127.0.0.1', proxy.port));
     try {
       const channel = createChannel(`127.0.0.1:${server.port}`);
@@ -142,7 +121,7 @@ describe('PostgreSQL unreachable', () => {
   });
 
   it('the Database layer maps refused and missing sockets to UNAVAILABLE too', async () => {
-    const closed = await startProxy({ port: 0, host: '127.0.0.1' });
+    const closed = await startProxy();
     await closed.close();
     const dir = mkdtempSync(path.join(tmpdir(), 'sluice-nosocket-'));
     const u = new URL(db.appUrl);
