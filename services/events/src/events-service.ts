@@ -225,12 +225,10 @@ export function createEventsService(
       // Queued messages are dropped, not flushed: the error's position is the last message sent,
       // so a client resuming from it neither misses nor repeats any of them.
       const onDrain = () =>
-        subscriber.fail(
+        subscriber.failResumable(
           new SluiceError('UNAVAILABLE', 'The server is shutting down; reconnect from the last position', {
             reason: 'SLUICE_SHUTTING_DOWN',
-            metadata: { position: subscriber.lastSent },
           }),
-          true,
         );
       deps.draining.addEventListener('abort', onDrain, { once: true });
       if (deps.draining.aborted) onDrain();

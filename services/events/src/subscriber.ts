@@ -148,16 +148,12 @@ export class Subscriber {
   }
 
   private overflow(): void {
-    this.fail(
+    this.failResumable(
       new SluiceError(
         'RESOURCE_EXHAUSTED',
         'The client read too slowly and the stream buffer filled; reconnect from the last position',
-        {
-          reason: 'SLUICE_SLOW_CONSUMER',
-          metadata: { position: this.lastSent },
-        },
+        { reason: 'SLUICE_SLOW_CONSUMER' },
       ),
-      true,
     );
   }
 
