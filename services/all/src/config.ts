@@ -20,6 +20,8 @@ export interface LauncherConfig {
   readonly logLevel: string;
   /** host:port of the ops HTTP listener (/healthz, /readyz, /metrics); empty: none. */
   readonly opsHttpAddress: string;
+  /** A graceful stop taking longer than this exits anyway: the drain grace plus 15 s to close. */
+  readonly stopTimeoutMs: number;
 }
 
 export function loadLauncherConfig(env: Env, projectRoot: string): LauncherConfig {
@@ -39,6 +41,7 @@ export function loadLauncherConfig(env: Env, projectRoot: string): LauncherConfi
     },
     logLevel: r.string('LOG_LEVEL', 'info'),
     opsHttpAddress: r.string('OPS_HTTP_ADDRESS', '127.0.0.1:9464'),
+    stopTimeoutMs: r.int('SHUTDOWN_GRACE_MS', 10_000) + 15_000,
   };
   if (config.opsHttpAddress !== '' && !/^(\[[^\]]+\]|[^:]*):\d{1,5}$/.test(config.opsHttpAddress))
     r.problem(`OPS_HTTP_ADDRESS must be host:port (or empty for none), got "${config.opsHttpAddress}"`);

@@ -1,11 +1,12 @@
 import { fileURLToPath } from 'node:url';
 import { signToken } from '@sluice/auth';
 import { ConfigError } from '@sluice/core';
-import { type DataServer, loadDataConfig, startDataServer } from '@sluice/data-service';
-import { coreSchemaKnown, databaseReady, migrateAll, runSqlFile, withSession } from '@sluice/db';
+import { loadDataConfig, startDataServer } from '@sluice/data-service';
+import { coreSchemaKnown, migrateAll, runSqlFile, withSession } from '@sluice/db';
 import { type RunningPostgres, startEmbeddedPostgres, viaSocket } from '@sluice/embedded';
-import { type EventsServer, loadEventsConfig, startEventsServer } from '@sluice/events-service';
-import { createLogger, type OpsServer, startOpsServer } from '@sluice/observability';
+import { loadEventsConfig, startEventsServer } from '@sluice/events-service';
+import { createLogger } from '@sluice/observability';
+import { ServiceProcess } from '@sluice/runtime';
 import { loadLauncherConfig } from './config';
 import { localSecret } from './local-secrets';
 
@@ -28,49 +29,24 @@ async function main(): Promise<void> {
     env: process.env.SLUICE_ENV ?? 'local',
   });
   const env: Record<string, string | undefined> = { ...process.env };
-  let embedded: RunningPostgres | undefined;
-  let data: DataServer | undefined;
-  let events: EventsServer | undefined;
-  let ops: OpsServer | undefined;
-  let stopping = false;
-
-  const stop = async (signal: string) => {
-    if (stopping) return;
-    stopping = true;
-    log.info({ signal }, 'shutting down');
-    // /readyz answers 503 from now on (stopping), so a load balancer stops sending calls.
-    await Promise.all([
-      data?.close().catch((err: unknown) => log.error({ err }, 'data service did not stop cleanly')),
-      events?.close().catch((err: unknown) => log.error({ err }, 'events service did not stop cleanly')),
-    ]);
-    await ops?.close();
-    await embedded
-      ?.stop()
-      .catch((err: unknown) => log.error({ err }, 'embedded PostgreSQL did not stop cleanly'));
-    log.info('stopped');
-    process.exit(0);
-  };
-  process.once('SIGINT', () => void stop('SIGINT'));
-  process.once('SIGTERM', () => void stop('SIGTERM'));
-  // Last resort: every database failure is handled where it happens (see @sluice/db session.ts),
-  // so a promise rejection nobody handled is a bug - logged loudly, but it does not take down
-  // every service of this process with it.
-  process.on('unhandledRejection', (reason: unknown) => {
-    log.error({ err: reason }, 'unhandled promise rejection (a bug: please report it)');
-  });
+  const proc = new ServiceProcess({ logger: log, stopTimeoutMs: launcher.stopTimeoutMs });
+  proc.handleSignals();
 
   let migrateUrl = launcher.migrateDatabaseUrl;
+  let embedded: RunningPostgres | undefined;
   if (!launcher.databaseUrl) {
     log.info(
       { dataDir: launcher.embedded.dataDir, port: launcher.embedded.port },
       'starting embedded PostgreSQL',
     );
-    embedded = await startEmbeddedPostgres({
+    const started = await startEmbeddedPostgres({
       dataDir: launcher.embedded.dataDir,
       port: launcher.embedded.port,
       persistent: true,
     });
-    let superuser = await ensureDatabase(embedded.url, launcher.embedded.database);
+    embedded = started;
+    proc.afterServices(() => started.stop());
+    let superuser = await ensureDatabase(started.url, launcher.embedded.database);
     if (!(await coreSchemaKnown(superuser))) {
       // A demo database from before the core migrations were folded: it cannot be migrated on,
       // and it holds nothing but demo data, so it is made afresh (DATABASE_URL databases are not
@@ -79,10 +55,10 @@ async function main(): Promise<void> {
         { database: launcher.embedded.database },
         'the embedded database predates the current core migrations; recreating it',
       );
-      await withSession(launcherSession(embedded.url), (client) =>
+      await withSession(launcherSession(started.url), (client) =>
         client.query(`drop database ${client.escapeIdentifier(launcher.embedded.database)} with (force)`),
       );
-      superuser = await ensureDatabase(embedded.url, launcher.embedded.database);
+      superuser = await ensureDatabase(started.url, launcher.embedded.database);
     }
     migrateUrl = superuser;
     env.DATABASE_URL = superuser; // replaced by the login role's URL below, once it has a password
@@ -106,23 +82,12 @@ async function main(): Promise<void> {
     env.DATABASE_URL = viaSocket(url, embedded.socketDir);
   }
 
+  const options = { migrationsDir: launcher.migrationsDir };
   const dataConfig = loadDataConfig(env);
   const eventsConfig = loadEventsConfig(env);
-  data = await startDataServer(dataConfig, { migrationsDir: launcher.migrationsDir });
-  events = await startEventsServer(eventsConfig, { migrationsDir: launcher.migrationsDir });
-  if (launcher.opsHttpAddress) {
-    const databaseUrl = dataConfig.databaseUrl;
-    ops = await startOpsServer({
-      address: launcher.opsHttpAddress,
-      logger: log,
-      ready: async () => {
-        if (stopping) return { ready: false, reason: 'shutting down' };
-        if (!(await databaseReady(databaseUrl, launcher.migrationsDir)))
-          return { ready: false, reason: 'database unreachable or migrations not current' };
-        return { ready: true };
-      },
-    });
-  }
+  proc.add(await startDataServer(dataConfig, options));
+  proc.add(await startEventsServer(eventsConfig, options));
+  if (launcher.opsHttpAddress) await proc.startOps(launcher.opsHttpAddress);
   if (embedded)
     await printWelcome(dataConfig.grpcAddress, eventsConfig.grpcAddress, dataConfig.auth.jwtSecret);
 }
