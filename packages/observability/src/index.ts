@@ -1,4 +1,6 @@
 export { Gauge } from 'prom-client';
-export { createLogger, type LoggerConfig } from './logger';
+export { type LogSettings, type LokiSettings, readLogSettings } from './log-settings';
+export { createLogger, flushLogs, type LoggerConfig } from './logger';
+export { logLinesDropped, type WarningSink } from './loki-shipper';
 export { grpcHandled, grpcHandling, grpcStarted, metrics, type PoolLike, registerPool } from './metrics';
 export { type OpsServer, type OpsServerOptions, startOpsServer } from './ops-server';
