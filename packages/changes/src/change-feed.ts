@@ -52,6 +52,10 @@ export class ChangeFeed {
   #wakeUp: (() => void) | undefined;
   #listen: ReconnectingSession | undefined;
   #loop: Promise<void> | undefined;
+  // For lagSeconds(): when the last read that reached the log's end started, and whether the
+  // feed is behind now (its last read was full, or failed).
+  #caughtUpAt = Date.now();
+  #behind = false;
 
   private constructor(options: ChangeFeedOptions, head: Position) {
     this.#options = options;
@@ -89,6 +93,15 @@ export class ChangeFeed {
   /** Latest `until` processed. */
   get head(): Position {
     return this.#head;
+  }
+
+  /**
+   * How far the feed is behind the log, in seconds: 0 while its last read reached the log's
+   * end; otherwise the time since the start of the last read that did (a backlog being read in
+   * full batches, or reads failing while the database is away).
+   */
+  lagSeconds(now = Date.now()): number {
+    return this.#behind ? Math.max(0, now - this.#caughtUpAt) / 1000 : 0;
   }
 
   /**
@@ -146,6 +159,7 @@ export class ChangeFeed {
       try {
         let waiting = false;
         for (;;) {
+          const readStarted = Date.now();
           const result = await readChangesDetailed(pool, this.#head, batchSize, {
             logger,
             ...(this.#headStamp !== undefined ? { afterStamp: this.#headStamp } : {}),
@@ -158,6 +172,8 @@ export class ChangeFeed {
           this.#headStamp = result.untilStamp;
           read ||= batch.changes.length > 0;
           if (batch.changes.length > 0 || advanced) await this.#deliver(batch);
+          this.#behind = result.full;
+          if (!result.full) this.#caughtUpAt = readStarted;
           if (!result.full || this.#closed) {
             waiting = result.waiting;
             break;
@@ -171,6 +187,7 @@ export class ChangeFeed {
           waitingDelay = WAITING_MIN_MS;
         }
       } catch (error) {
+        this.#behind = true;
         if (error instanceof SluiceError && error.reason === ChangesReason.logRegressed) {
           await this.#regressed(error);
         } else {

@@ -1,4 +1,5 @@
 export { ChangeFeed, type ChangeFeedOptions } from './change-feed';
+export { estimateChangeLogRows } from './change-log-size';
 export { ChangesReason } from './errors';
 export {
   comparePositions,

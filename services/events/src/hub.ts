@@ -1,4 +1,4 @@
-import { type ChangeFeed, comparePositions, readChanges } from '@sluice/changes';
+import { type ChangeFeed, comparePositions, estimateChangeLogRows, readChanges } from '@sluice/changes';
 import { linkedSignal, type SluiceError, sleep } from '@sluice/core';
 import { type Database, mapPgError } from '@sluice/db';
 import type { Logger } from 'pino';
@@ -44,6 +44,16 @@ export class SubscriptionHub {
 
   get size(): number {
     return this.attached.size;
+  }
+
+  /** How far the shared feed is behind the change log, in seconds (0 when caught up). */
+  get lagSeconds(): number {
+    return this.feed.lagSeconds();
+  }
+
+  /** About how many rows the change log holds (read from the database's statistics). */
+  changeLogRows(): Promise<number> {
+    return estimateChangeLogRows(this.db.pool);
   }
 
   /**

@@ -1,6 +1,6 @@
 import { metrics } from '@sluice/observability';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { type EventsStack, startEventsStack } from './helpers';
+import { ACME, type EventsStack, startEventsStack } from './helpers';
 import { OpenStream } from './open-stream';
 
 // The events service's gauges on the process's metrics (served at /metrics by the ops listener).
@@ -40,5 +40,28 @@ describe('events metrics', () => {
     for (let i = 0; i < 100 && (await gauge('events_subscribers')) > 0; i++)
       await new Promise((r) => setTimeout(r, 20));
     expect(await gauge('events_subscribers')).toBe(0);
+  });
+
+  it('reports the feed lag (0 when caught up) and the change log size', async () => {
+    const before = await gauge('events_change_log_rows');
+    await stack.dataClient(await stack.token('dave')).insert({
+      table: 'posts',
+      columns: ['tenant_id', 'title'],
+      rows: [
+        {
+          values: [
+            { kind: { $case: 'stringValue', value: ACME } },
+            { kind: { $case: 'stringValue', value: 'metrics lag' } },
+          ],
+        },
+      ],
+    });
+    // The feed reads the change within milliseconds; the log grew by at least that row.
+    for (let i = 0; i < 100 && (await gauge('events_change_log_rows')) <= before; i++)
+      await new Promise((r) => setTimeout(r, 20));
+    expect(await gauge('events_change_log_rows')).toBeGreaterThan(before);
+    for (let i = 0; i < 100 && (await gauge('events_delivery_lag_seconds')) > 0; i++)
+      await new Promise((r) => setTimeout(r, 20));
+    expect(await gauge('events_delivery_lag_seconds')).toBe(0);
   });
 });
