@@ -33,12 +33,14 @@ export interface LokiReceiver {
 export interface LokiReceiverOptions {
   /** `hang`: accept pushes and never answer (a Loki that is stuck). Default `ok`: 204. */
   readonly mode?: 'ok' | 'hang';
+  /** Listen on this port (default: any free one), e.g. to bring a "restarted" Loki back. */
+  readonly port?: number;
 }
 
 /**
  * A real HTTP server speaking Loki's push API (`POST /loki/api/v1/push`, JSON body, optionally
  * gzip-encoded; protobuf+snappy bodies are answered 415, nothing Sluice sends) on 127.0.0.1,
- * port 0. It decodes each push like Loki's distributor does and answers 204, or 400 for a body
+ * any free port. It decodes each push like Loki's distributor does and answers 204, or 400 for a body
  * Loki would refuse (missing streams, non-string labels, a timestamp that is not a decimal
  * nanosecond string, a line that is not a string).
  */
@@ -78,7 +80,7 @@ export async function startLokiReceiver(options: LokiReceiverOptions = {}): Prom
       for (const wake of waiters) wake();
     });
   });
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  await new Promise<void>((resolve) => server.listen(options.port ?? 0, '127.0.0.1', resolve));
   const { port } = server.address() as { port: number };
   const all = () => pushes.flatMap((p) => p.lines);
   return {
