@@ -25,30 +25,6 @@ export function abortError(signal: AbortSignal): SluiceError {
   return new SluiceError('CANCELLED', 'The call was cancelled', { cause: reason });
 }
 
-/**
- * A signal that aborts when `signal` does or when `deadline` passes, whichever is first. The
- * deadline abort carries a DEADLINE_EXCEEDED SluiceError as its reason so callers can tell the two apart.
- */
-export function withDeadline(signal: AbortSignal, deadline: Date | undefined): AbortSignal {
-  if (deadline === undefined) return signal;
-  const ms = deadline.getTime() - Date.now();
-  const expired = new SluiceError('DEADLINE_EXCEEDED', 'The deadline passed before the call finished');
-  if (ms <= 0) return AbortSignal.abort(expired);
-  const controller = new AbortController();
-  const timer = setTimeout(() => controller.abort(expired), ms);
-  timer.unref();
-  const onAbort = () => {
-    clearTimeout(timer);
-    controller.abort(signal.reason);
-  };
-  if (signal.aborted) onAbort();
-  else signal.addEventListener('abort', onAbort, { once: true });
-  controller.signal.addEventListener('abort', () => signal.removeEventListener('abort', onAbort), {
-    once: true,
-  });
-  return controller.signal;
-}
-
 /** A signal linked to others until disposed (see linkedSignal). */
 export interface LinkedSignal extends Disposable {
   readonly signal: AbortSignal;

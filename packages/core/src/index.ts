@@ -6,7 +6,6 @@ export {
   sleep,
   throwIfAborted,
   timeLimit,
-  withDeadline,
 } from './abort';
 export {
   ConcurrencyLimit,
