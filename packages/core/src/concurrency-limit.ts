@@ -34,6 +34,28 @@ export interface ConcurrencySlot extends Disposable {
 }
 
 /**
+ * Slots held and refusals of every ConcurrencyLimit of one `kind` in the process, for metrics
+ * (@sluice/observability reads them when scraped: core does not depend on it). Kinds are fixed
+ * strings from code, so the list stays short.
+ */
+export interface LimitUsage {
+  readonly kind: string;
+  /** Slots counting towards the total now. */
+  readonly inUse: number;
+  /** Acquires refused so far because the identity held its share (SLUICE_IDENTITY_LIMIT). */
+  readonly refusedIdentity: number;
+  /** Acquires refused so far because every slot was taken (SLUICE_TOTAL_LIMIT). */
+  readonly refusedTotal: number;
+}
+
+const usageByKind = new Map<string, { inUse: number; refusedIdentity: number; refusedTotal: number }>();
+
+/** Usage of every kind of ConcurrencyLimit made in this process so far (see LimitUsage). */
+export function concurrencyLimitUsage(): LimitUsage[] {
+  return [...usageByKind].map(([kind, u]) => ({ kind, ...u }));
+}
+
+/**
  * Caps concurrent work per identity and in total, so no single caller can take what all share
  * (pooled connections). `acquire` never waits: beyond a cap it throws RESOURCE_EXHAUSTED at once,
  * so a refused caller learns it in microseconds instead of after the pool's acquire timeout.
@@ -42,12 +64,19 @@ export class ConcurrencyLimit {
   private readonly byIdentity = new Map<string, number>();
   private held = 0;
   private readonly uncapped: ReadonlySet<string>;
+  private readonly usage: { inUse: number; refusedIdentity: number; refusedTotal: number };
 
   constructor(private readonly options: ConcurrencyLimitOptions) {
     if (!(options.perIdentity >= 1 && options.total >= 1)) {
       throw new RangeError(`ConcurrencyLimit needs limits >= 1: ${options.perIdentity}/${options.total}`);
     }
     this.uncapped = new Set(options.uncappedRoles ?? []);
+    let usage = usageByKind.get(options.kind);
+    if (!usage) {
+      usage = { inUse: 0, refusedIdentity: 0, refusedTotal: 0 };
+      usageByKind.set(options.kind, usage);
+    }
+    this.usage = usage;
   }
 
   /** Slots in use by everyone (counting towards the total), or by one identity. */
@@ -66,6 +95,7 @@ export class ConcurrencyLimit {
     const key = identityKey(identity);
     const mine = this.byIdentity.get(key) ?? 0;
     if (!this.uncapped.has(identity.role) && mine >= perIdentity) {
+      this.usage.refusedIdentity++;
       throw new SluiceError(
         'RESOURCE_EXHAUSTED',
         `Too many concurrent ${kind} for this caller (at most ${perIdentity}); finish or cancel one first`,
@@ -73,6 +103,7 @@ export class ConcurrencyLimit {
       );
     }
     if (this.held >= total) {
+      this.usage.refusedTotal++;
       throw new SluiceError(
         'RESOURCE_EXHAUSTED',
         `The server is running as many ${kind} as it allows (${total}); retry with backoff`,
@@ -81,12 +112,14 @@ export class ConcurrencyLimit {
     }
     this.byIdentity.set(key, mine + 1);
     this.held++;
+    this.usage.inUse++;
     let countsForTotal = true;
     let countsForIdentity = true;
     const releaseTotal = () => {
       if (!countsForTotal) return;
       countsForTotal = false;
       this.held--;
+      this.usage.inUse--;
     };
     const release = () => {
       releaseTotal();

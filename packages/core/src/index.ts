@@ -11,7 +11,9 @@ export {
   ConcurrencyLimit,
   type ConcurrencyLimitOptions,
   type ConcurrencySlot,
+  concurrencyLimitUsage,
   identityKey,
+  type LimitUsage,
 } from './concurrency-limit';
 export { ConfigError, deepFreeze, type Env, EnvReader } from './config';
 export type { Identity, RequestContext } from './context';
@@ -25,4 +27,5 @@ export {
   type SluiceErrorOptions,
 } from './errors';
 export { Reason } from './reasons';
+export { Backoff, type BackoffOptions, type RetryOptions, retry } from './retry';
 export { readServiceSettings, type ServiceSettings } from './service-settings';

@@ -146,6 +146,11 @@ export const Reason = {
   statementTimeout: 'SLUICE_STATEMENT_TIMEOUT',
   /** UNAVAILABLE: the database cannot be reached; retry later. */
   databaseUnavailable: 'SLUICE_DATABASE_UNAVAILABLE',
+  /**
+   * UNAVAILABLE: connecting to the database failed repeatedly, so the pool's circuit breaker
+   * refuses calls without trying until a probe connects again (DB_BREAKER_RESET_MS); retry later.
+   */
+  circuitOpen: 'SLUICE_CIRCUIT_OPEN',
   /** UNAVAILABLE: the server is shutting down; reconnect (events: from the position in metadata). */
   shuttingDown: 'SLUICE_SHUTTING_DOWN',
   /** UNAVAILABLE: delivering changes to this stream failed; resume from the position in metadata. */

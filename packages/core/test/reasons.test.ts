@@ -10,7 +10,7 @@ import { type ErrorCode, Reason, SluiceError } from '../src/index';
 
 const ROOT = fileURLToPath(new URL('../../../', import.meta.url));
 // Environment settings that happen to start with SLUICE_, not reasons.
-const SETTINGS = new Set(['SLUICE_ENV', 'SLUICE_DATA_DIR']);
+const SETTINGS = new Set(['SLUICE_ENV', 'SLUICE_DATA_DIR', 'SLUICE_SERVICES']);
 
 function sourceFiles(dir: string): string[] {
   return readdirSync(dir, { withFileTypes: true }).flatMap((entry) => {
