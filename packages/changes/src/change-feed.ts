@@ -1,4 +1,4 @@
-import { SluiceError } from '@sluice/core';
+import { Backoff, SluiceError } from '@sluice/core';
 import { ReconnectingSession } from '@sluice/db';
 import type pg from 'pg';
 import type { Logger } from 'pino';
@@ -148,7 +148,9 @@ export class ChangeFeed {
   async #run(): Promise<void> {
     const { pool, batchSize, pollIntervalMs, logger } = this.#options;
     let waitingDelay = WAITING_MIN_MS;
-    let errorDelay = RECONNECT_MIN_MS;
+    // A failed read is retried (reading from the head again repeats nothing that matters: at
+    // most one more change window is appended) with exponential backoff and full jitter.
+    const errorBackoff = new Backoff({ initialMs: RECONNECT_MIN_MS, maxMs: RECONNECT_MAX_MS });
     const probing = this.#options.probeIntervalMs > 0;
     let seen: string | undefined;
     while (!this.#closed) {
@@ -179,7 +181,7 @@ export class ChangeFeed {
             break;
           }
         }
-        errorDelay = RECONNECT_MIN_MS;
+        errorBackoff.reset();
         if (waiting) {
           delay = Math.min(waitingDelay, pollIntervalMs);
           waitingDelay = Math.min(waitingDelay * 2, pollIntervalMs);
@@ -193,8 +195,7 @@ export class ChangeFeed {
         } else {
           logger.warn({ err: error }, 'change feed: reading the change log failed; retrying');
         }
-        delay = Math.min(errorDelay, pollIntervalMs);
-        errorDelay = Math.min(errorDelay * 2, RECONNECT_MAX_MS);
+        delay = Math.min(errorBackoff.next(), pollIntervalMs);
       }
       // After a read with changes whose listeners took longer than a probe interval, more changes
       // have most likely come meanwhile: read again at once rather than wait for the probe.

@@ -1,5 +1,7 @@
 import { abortError, type Identity, SluiceError } from '@sluice/core';
 import type pg from 'pg';
+import type { Logger } from 'pino';
+import { type BreakerSettings, ConnectionBreaker, DEFAULT_BREAKER_SETTINGS } from './breaker';
 import { mapPgError } from './errors';
 import { releaseClient, withSession } from './session';
 import { StatementCache } from './statement-cache';
@@ -43,6 +45,10 @@ export interface DatabaseOptions {
   readonly statementTimeoutMs: number;
   /** Prepared statements kept per connection (0 turns preparing off). */
   readonly preparedStatementsPerConnection?: number;
+  /** The pool's circuit breaker (breaker.ts; PoolSettings.breaker); default 5 failures, 1 s. */
+  readonly breaker?: BreakerSettings;
+  /** For the breaker's state changes. */
+  readonly logger?: Logger;
 }
 
 const SETTINGS_SQL =
@@ -71,12 +77,17 @@ const DEADLINE_MARGIN_MS = 5;
  */
 export class Database {
   private readonly statements: StatementCache;
+  private readonly breaker: ConnectionBreaker;
 
   constructor(
     readonly pool: pg.Pool,
     private readonly options: DatabaseOptions,
   ) {
     this.statements = new StatementCache(options.preparedStatementsPerConnection ?? 200);
+    this.breaker = new ConnectionBreaker(pool, {
+      ...(options.breaker ?? DEFAULT_BREAKER_SETTINGS),
+      ...(options.logger ? { logger: options.logger } : {}),
+    });
   }
 
   /** Drops prepared statements on every connection (call after DDL: the catalog reload does). */
@@ -213,6 +224,7 @@ export class Database {
   }
 
   async close(): Promise<void> {
+    this.breaker.shutdown();
     await this.pool.end();
   }
 
@@ -229,9 +241,13 @@ export class Database {
     return Math.max(1, Math.floor(ms));
   }
 
-  /** Checks out a connection, giving up when the call is aborted while it waits. */
+  /**
+   * Checks out a connection through the pool's circuit breaker (UNAVAILABLE at once while it is
+   * open), giving up when the call is aborted while it waits; the attempt itself runs on, so
+   * its outcome (not the caller's cancellation) is what the breaker counts.
+   */
   private async acquire(signal: AbortSignal): Promise<pg.PoolClient> {
-    const connecting = this.pool.connect();
+    const connecting = this.breaker.connect();
     let onAbort: (() => void) | undefined;
     const aborted = new Promise<never>((_, reject) => {
       onAbort = () => reject(abortError(signal));

@@ -18,6 +18,13 @@ export {
   SchemaCatalog,
   type TablePrivileges,
 } from './catalog';
+export {
+  type BreakerSettings,
+  type BreakerState,
+  ConnectionBreaker,
+  DEFAULT_BREAKER_SETTINGS,
+  isConnectFailure,
+} from './breaker';
 export { CatalogWatcher, type CatalogWatcherOptions } from './catalog-watcher';
 export {
   Database,
@@ -35,6 +42,7 @@ export { type PoolSettings, poolConnectionString, readPoolSettings } from './poo
 export { databaseReady, watchReadiness } from './readiness';
 export {
   isConnectionError,
+  isTransientConnectError,
   openSession,
   ReconnectingSession,
   type ReconnectingSessionOptions,

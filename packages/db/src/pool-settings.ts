@@ -1,6 +1,7 @@
 import type { EnvReader } from '@sluice/core';
+import { type BreakerSettings, DEFAULT_BREAKER_SETTINGS } from './breaker';
 
-/** Pool settings every service shares (DB_POOL_*, DB_PREPARED_STATEMENTS). */
+/** Pool settings every service shares (DB_POOL_*, DB_PREPARED_STATEMENTS, DB_BREAKER_*). */
 export interface PoolSettings {
   readonly max: number;
   readonly min: number;
@@ -13,6 +14,8 @@ export interface PoolSettings {
    * the services release connections themselves (stream stall timeout, statement timeouts).
    */
   readonly idleInTransactionTimeoutMs: number;
+  /** The pool's circuit breaker: pass to the Database (DatabaseOptions.breaker). */
+  readonly breaker: BreakerSettings;
 }
 
 /** Reads the pool settings through a service's EnvReader; problems are recorded on the reader. */
@@ -25,6 +28,10 @@ export function readPoolSettings(r: EnvReader, defaults: { max?: number } = {}):
     acquireTimeoutMs: r.int('DB_POOL_ACQUIRE_TIMEOUT_MS', 5_000, { min: 1 }),
     preparedStatements: r.int('DB_PREPARED_STATEMENTS', 200, { max: 10_000 }),
     idleInTransactionTimeoutMs: r.int('DB_IDLE_IN_TRANSACTION_TIMEOUT_MS', 60_000, { max: 2_147_483_647 }),
+    breaker: {
+      failures: r.int('DB_BREAKER_FAILURES', DEFAULT_BREAKER_SETTINGS.failures, { max: 1000 }),
+      resetMs: r.int('DB_BREAKER_RESET_MS', DEFAULT_BREAKER_SETTINGS.resetMs, { min: 10, max: 600_000 }),
+    },
   };
   if (settings.min > settings.max) r.problem('DB_POOL_MIN must not exceed DB_POOL_MAX');
   return settings;

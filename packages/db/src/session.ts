@@ -1,3 +1,4 @@
+import { Backoff, retry } from '@sluice/core';
 import pg from 'pg';
 import type { Logger } from 'pino';
 
@@ -22,19 +23,57 @@ export interface SessionOptions {
   readonly keepAlive?: boolean;
   /** node-postgres pipelining: queries issued together go out without waiting for each other. */
   readonly pipeline?: boolean;
+  /**
+   * Tries at connecting (default 3; 1: no retry) while the server says "not now"
+   * (isTransientConnectError), with exponential backoff and full jitter from 100 ms.
+   */
+  readonly connectAttempts?: number;
 }
 
 const DEFAULT_CONNECT_TIMEOUT_MS = 10_000;
+const DEFAULT_CONNECT_ATTEMPTS = 3;
+const CONNECT_RETRY_MIN_MS = 100;
+const CONNECT_RETRY_MAX_MS = 1_000;
 
 /**
- * Opens a session connection. `onLost` is called once, when the connection breaks or ends
- * (after `client.end()` too); the client never emits an unhandled 'error'.
+ * True when a failed connection attempt is worth repeating at once: the server is there but
+ * says "not now" — starting up, shutting down or in recovery (57P03), out of connection slots
+ * (53300) — or the connection broke during the handshake. Not when nothing listens (refused,
+ * no socket file: a retry milliseconds later rarely helps, and the callers that wait for a
+ * server — the reconnect loop, readiness — keep their own schedule), and never an error of a
+ * statement: connecting has no effect to repeat, running a statement may.
+ */
+export function isTransientConnectError(error: unknown): boolean {
+  if (!(error instanceof Error)) return false;
+  const { code } = error as { code?: unknown };
+  if (code === '57P03' || code === '53300') return true;
+  if (code === 'ECONNRESET' || code === 'EPIPE') return true;
+  return /Connection terminated unexpectedly/.test(error.message);
+}
+
+/**
+ * Opens a session connection, trying again (up to `connectAttempts`, with backoff) while the
+ * server answers "not now" (isTransientConnectError: e.g. during a restart). `onLost` is called
+ * once, when the connection breaks or ends (after `client.end()` too); the client never emits an
+ * unhandled 'error'.
  *
- * @throws the connection error; the half-open client is closed first.
+ * @throws the last connection error; every half-open client is closed first.
  */
 export async function openSession(
   options: SessionOptions,
   onLost: (error: Error | undefined) => void = () => {},
+): Promise<pg.Client> {
+  return retry(() => connectSession(options, onLost), {
+    attempts: options.connectAttempts ?? DEFAULT_CONNECT_ATTEMPTS,
+    initialMs: CONNECT_RETRY_MIN_MS,
+    maxMs: CONNECT_RETRY_MAX_MS,
+    retryable: isTransientConnectError,
+  });
+}
+
+async function connectSession(
+  options: SessionOptions,
+  onLost: (error: Error | undefined) => void,
 ): Promise<pg.Client> {
   const client = new pg.Client({
     connectionString: options.connectionString,
@@ -121,7 +160,7 @@ export interface ReconnectingSessionOptions extends SessionOptions {
   readonly onNotification?: (message: pg.Notification) => void;
   /** After each connection is up; `reconnected` is false for the first one. */
   readonly onConnected?: (reconnected: boolean) => void;
-  /** First retry delay (default 100 ms); it doubles per failed attempt up to maxDelayMs. */
+  /** Ceiling of the first retry delay (default 100 ms); it doubles per failed attempt up to maxDelayMs. */
   readonly minDelayMs?: number;
   /** Cap of the retry delay (default 5 s). */
   readonly maxDelayMs?: number;
@@ -129,8 +168,9 @@ export interface ReconnectingSessionOptions extends SessionOptions {
 
 /**
  * A session connection kept open for the life of the owner (LISTEN sessions): one loop connects,
- * waits until the connection is lost, and reconnects with exponential backoff, jitter (each delay
- * is drawn from [d/2, d]) and a cap. At most one connection (or one attempt) exists at any time,
+ * waits until the connection is lost, and reconnects with exponential backoff, full jitter (each
+ * delay is drawn from [0, d], d doubling per failed attempt; see Backoff) and a cap. At most one
+ * connection (or one attempt) exists at any time,
  * and every failed attempt is closed before the next, so an outage never piles up sessions. The
  * backoff starts over only after a connection stayed up for maxDelayMs, so a server that accepts
  * and drops connections at once is not hammered.
@@ -187,7 +227,7 @@ export class ReconnectingSession {
   async #run(first: Connection): Promise<void> {
     const { logger, name } = this.#options;
     let connection: Connection | undefined = first;
-    let delay = this.#minDelay;
+    const backoff = new Backoff({ initialMs: this.#minDelay, maxMs: this.#maxDelay });
     while (!this.#closed) {
       if (connection) {
         const upSince = Date.now();
@@ -196,11 +236,10 @@ export class ReconnectingSession {
         await connection.client.end().catch(() => {});
         if (this.#closed) return;
         logger.warn({ err: error, session: name }, 'database session lost; reconnecting');
-        if (Date.now() - upSince >= this.#maxDelay) delay = this.#minDelay;
+        if (Date.now() - upSince >= this.#maxDelay) backoff.reset();
         connection = undefined;
       }
-      await this.#sleep(delay / 2 + (Math.random() * delay) / 2);
-      delay = Math.min(delay * 2, this.#maxDelay);
+      await this.#sleep(backoff.next());
       if (this.#closed) return;
       try {
         connection = await this.#connect();
@@ -223,7 +262,8 @@ export class ReconnectingSession {
     const lost = new Promise<Error | undefined>((resolve) => {
       onLost = resolve;
     });
-    const client = await openSession(this.#options, (error) => onLost(error));
+    // One try per loop turn: the loop is the retry, with its own backoff.
+    const client = await openSession({ ...this.#options, connectAttempts: 1 }, (error) => onLost(error));
     const { onNotification, setup } = this.#options;
     if (onNotification) client.on('notification', onNotification);
     try {

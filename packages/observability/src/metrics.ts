@@ -1,3 +1,4 @@
+import { concurrencyLimitUsage } from '@sluice/core';
 import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from 'prom-client';
 
 /**
@@ -80,3 +81,106 @@ export function registerPool(name: string, pool: PoolLike): () => void {
     if (set.size === 0) pools.delete(name);
   };
 }
+
+/** What a circuit breaker reports (@sluice/db's ConnectionBreaker has these). */
+export interface BreakerLike {
+  readonly state: 'closed' | 'half-open' | 'open';
+  /** Calls refused without trying since the breaker was made (only grows). */
+  readonly rejected: number;
+}
+
+const BREAKER_STATE_VALUE = { closed: 0, 'half-open': 1, open: 2 } as const;
+const breakers = new Map<PoolLike, Set<BreakerLike>>();
+// Refusals of breakers already unregistered, by pool label, so the counter never goes down.
+const retiredRejections = new Map<string, number>();
+
+/** The label each registered pool is reported under. */
+function poolLabels(): Map<PoolLike, string> {
+  const labels = new Map<PoolLike, string>();
+  for (const [label, set] of pools) for (const pool of set) labels.set(pool, label);
+  return labels;
+}
+
+new Gauge({
+  name: 'db_breaker_state',
+  help: "State of the pool's circuit breaker: 0 closed, 1 half-open (one probe let through), 2 open (calls refused). Several pools of one name: the worst.",
+  labelNames: ['pool'] as const,
+  registers: [metrics],
+  collect() {
+    this.reset();
+    const labels = poolLabels();
+    const worst = new Map<string, number>();
+    for (const [pool, set] of breakers) {
+      const label = labels.get(pool);
+      if (label === undefined) continue;
+      for (const breaker of set) {
+        worst.set(label, Math.max(worst.get(label) ?? 0, BREAKER_STATE_VALUE[breaker.state]));
+      }
+    }
+    for (const [label, value] of worst) this.set({ pool: label }, value);
+  },
+});
+
+new Counter({
+  name: 'db_breaker_rejected_total',
+  help: "Calls the pool's circuit breaker refused at once (UNAVAILABLE, SLUICE_CIRCUIT_OPEN) instead of trying to connect.",
+  labelNames: ['pool'] as const,
+  registers: [metrics],
+  collect() {
+    this.reset();
+    const totals = new Map(retiredRejections);
+    const labels = poolLabels();
+    for (const [pool, set] of breakers) {
+      const label = labels.get(pool);
+      if (label === undefined) continue;
+      for (const breaker of set) totals.set(label, (totals.get(label) ?? 0) + breaker.rejected);
+    }
+    for (const [label, total] of totals) this.inc({ pool: label }, total);
+  },
+});
+
+/**
+ * Reports `breaker`, the circuit breaker of `pool`, under the label `pool` is registered with
+ * (registerPool) until the returned function is called. A breaker of a pool registered under no
+ * name is not reported.
+ */
+export function registerBreaker(pool: PoolLike, breaker: BreakerLike): () => void {
+  let set = breakers.get(pool);
+  if (!set) {
+    set = new Set();
+    breakers.set(pool, set);
+  }
+  set.add(breaker);
+  return () => {
+    if (!set.delete(breaker)) return;
+    if (set.size === 0) breakers.delete(pool);
+    const label = poolLabels().get(pool);
+    if (label !== undefined)
+      retiredRejections.set(label, (retiredRejections.get(label) ?? 0) + breaker.rejected);
+  };
+}
+
+new Gauge({
+  name: 'limit_in_use',
+  help: 'Slots held of a per-identity concurrency limit (kind: streams and transactions, subscriptions, snapshots), summed over the services of the process.',
+  labelNames: ['kind'] as const,
+  registers: [metrics],
+  collect() {
+    this.reset();
+    for (const usage of concurrencyLimitUsage()) this.set({ kind: usage.kind }, usage.inUse);
+  },
+});
+
+new Counter({
+  name: 'limit_refused_total',
+  help: 'Calls refused by a concurrency limit (RESOURCE_EXHAUSTED): scope "identity" when the caller held its share (SLUICE_IDENTITY_LIMIT), "total" when every slot was taken (SLUICE_TOTAL_LIMIT).',
+  labelNames: ['kind', 'scope'] as const,
+  registers: [metrics],
+  collect() {
+    this.reset();
+    for (const usage of concurrencyLimitUsage()) {
+      this.inc({ kind: usage.kind, scope: 'identity' }, usage.refusedIdentity);
+      this.inc({ kind: usage.kind, scope: 'total' }, usage.refusedTotal);
+    }
+  },
+});
