@@ -1,11 +1,9 @@
-import { type Authenticator, type AuthSettings, createAuthenticator } from '@sluice/auth';
-import type { ServiceSettings } from '@sluice/core';
+import { type Authenticator, createAuthenticator } from '@sluice/auth';
 import {
   CatalogWatcher,
   createPool,
   Database,
   databaseReady,
-  type PoolSettings,
   poolConnectionString,
   type SchemaCatalog,
   watchReadiness,
@@ -17,18 +15,11 @@ import {
   type SluiceCallContext,
   type SluiceGrpcServer,
 } from '@sluice/grpc';
-import { createLogger, registerPool } from '@sluice/observability';
+import { createLogger, registerPool, startTracing } from '@sluice/observability';
 import type { ServerAddBuilder } from 'nice-grpc';
 import type pg from 'pg';
 import type { Logger } from 'pino';
-
-/** The settings every gRPC service shares (each service's config extends these). */
-export interface GrpcServiceSettings extends ServiceSettings {
-  /** host:port the gRPC server listens on (port 0: any free port). */
-  readonly grpcAddress: string;
-  readonly pool: PoolSettings;
-  readonly auth: AuthSettings;
-}
+import type { GrpcServiceSettings } from './settings';
 
 export interface GrpcServiceOptions {
   /** A logger to use instead of creating one (tests, or a process-wide logger). */
@@ -81,7 +72,7 @@ export interface RunningService {
 }
 
 /**
- * The one bootstrap of a Sluice gRPC service: logger → pool → Database → schema catalog (live
+ * The one bootstrap of a Sluice gRPC service: logger → tracing → pool → Database → schema catalog (live
  * reload) → JWT authentication → gRPC server (health, reflection) → the service's own parts →
  * listen → health from the database; and the one shutdown, in reverse. Health and readiness
  * turn SERVING only while the database answers with its migrations current.
@@ -92,7 +83,16 @@ export async function startGrpcService<S extends GrpcServiceSettings>(
 ): Promise<RunningService> {
   const { settings } = spec;
   const logger =
-    options.logger ?? createLogger({ service: spec.name, level: settings.logLevel, env: settings.env });
+    options.logger ??
+    createLogger({
+      service: spec.name,
+      level: settings.logLevel,
+      env: settings.env,
+      loki: settings.log.loki,
+    });
+  // One tracer provider per process: a no-op when the --import preload (or another service of
+  // this process) started it already.
+  await startTracing({ settings: settings.tracing, serviceName: 'sluice', logger });
   const closers: Array<() => void | Promise<void>> = [];
   const reloadListeners: Array<() => void> = [];
   // Everything started so far is stopped again when a later step fails, so a failed start

@@ -1,4 +1,4 @@
-import { type OpsServer, startOpsServer } from '@sluice/observability';
+import { flushLogs, type OpsServer, shutdownTracing, startOpsServer } from '@sluice/observability';
 import type { Logger } from 'pino';
 import type { RunningService } from './grpc-service';
 
@@ -9,8 +9,6 @@ export interface ServiceProcessOptions {
    * services' drain grace plus time to close pools and flush logs and spans.
    */
   readonly stopTimeoutMs: number;
-  /** Sends buffered log lines and spans; runs last, just before the process exits. */
-  readonly flush?: () => Promise<void>;
 }
 
 /**
@@ -108,9 +106,13 @@ export class ServiceProcess {
     if (exit) process.exit(clean ? 0 : 1);
   }
 
+  /** Sends what is still buffered: spans first (their export may log), then log lines. */
   async #flush(): Promise<void> {
-    await this.#options.flush?.().catch((err: unknown) => {
-      process.stderr.write(`flushing logs and spans failed: ${String(err)}\n`);
+    await shutdownTracing().catch((err: unknown) => {
+      process.stderr.write(`flushing spans failed: ${String(err)}\n`);
+    });
+    await flushLogs().catch((err: unknown) => {
+      process.stderr.write(`flushing log lines failed: ${String(err)}\n`);
     });
   }
 }

@@ -1,5 +1,10 @@
 import path from 'node:path';
 import { deepFreeze, type Env, EnvReader } from '@sluice/core';
+import { type LogSettings, readLogSettings } from '@sluice/observability';
+
+/** The services the launcher runs, in start order (SLUICE_SERVICES chooses among them). */
+export const SERVICE_NAMES = ['data', 'events'] as const;
+export type ServiceName = (typeof SERVICE_NAMES)[number];
 
 /** Settings of the all-in-one launcher (`npm start`); each service reads its own on top. */
 export interface LauncherConfig {
@@ -22,6 +27,13 @@ export interface LauncherConfig {
   readonly opsHttpAddress: string;
   /** A graceful stop taking longer than this exits anyway: the drain grace plus 15 s to close. */
   readonly stopTimeoutMs: number;
+  /** LOKI_*: the launcher's own lines are shipped like the services'. */
+  readonly log: LogSettings;
+  /**
+   * The services this process runs (SLUICE_SERVICES, comma-separated; default all of
+   * SERVICE_NAMES), in start order: one per Fly process group from the same image.
+   */
+  readonly services: readonly ServiceName[];
 }
 
 export function loadLauncherConfig(env: Env, projectRoot: string): LauncherConfig {
@@ -42,9 +54,24 @@ export function loadLauncherConfig(env: Env, projectRoot: string): LauncherConfi
     logLevel: r.string('LOG_LEVEL', 'info'),
     opsHttpAddress: r.string('OPS_HTTP_ADDRESS', '127.0.0.1:9464'),
     stopTimeoutMs: r.int('SHUTDOWN_GRACE_MS', 10_000) + 15_000,
+    log: readLogSettings(r),
+    services: readServices(r),
   };
   if (config.opsHttpAddress !== '' && !/^(\[[^\]]+\]|[^:]*):\d{1,5}$/.test(config.opsHttpAddress))
     r.problem(`OPS_HTTP_ADDRESS must be host:port (or empty for none), got "${config.opsHttpAddress}"`);
   r.done();
   return deepFreeze(config);
+}
+
+function readServices(r: EnvReader): readonly ServiceName[] {
+  const listed = r.list('SLUICE_SERVICES', SERVICE_NAMES);
+  const unknown = listed.filter((name) => !(SERVICE_NAMES as readonly string[]).includes(name));
+  if (unknown.length > 0)
+    r.problem(
+      `SLUICE_SERVICES must list services among ${SERVICE_NAMES.join(', ')}, got "${unknown.join(', ')}"`,
+    );
+  const services = SERVICE_NAMES.filter((name) => listed.includes(name));
+  if (services.length === 0 && unknown.length === 0)
+    r.problem('SLUICE_SERVICES must name at least one service');
+  return services;
 }

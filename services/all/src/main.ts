@@ -7,7 +7,7 @@ import { type RunningPostgres, startEmbeddedPostgres, viaSocket } from '@sluice/
 import { loadEventsConfig, startEventsServer } from '@sluice/events-service';
 import { createLogger } from '@sluice/observability';
 import { ServiceProcess } from '@sluice/runtime';
-import { loadLauncherConfig } from './config';
+import { loadLauncherConfig, type ServiceName } from './config';
 import { localSecret } from './local-secrets';
 
 /**
@@ -27,6 +27,7 @@ async function main(): Promise<void> {
     service: 'launcher',
     level: launcher.logLevel,
     env: process.env.SLUICE_ENV ?? 'local',
+    loki: launcher.log.loki,
   });
   const env: Record<string, string | undefined> = { ...process.env };
   const proc = new ServiceProcess({ logger: log, stopTimeoutMs: launcher.stopTimeoutMs });
@@ -82,13 +83,16 @@ async function main(): Promise<void> {
     env.DATABASE_URL = viaSocket(url, embedded.socketDir);
   }
 
+  // Each service reads its own settings; all are checked before any starts. SLUICE_SERVICES
+  // picks which run here (one per Fly process group; all of them by default).
   const options = { migrationsDir: launcher.migrationsDir };
-  const dataConfig = loadDataConfig(env);
-  const eventsConfig = loadEventsConfig(env);
-  proc.add(await startDataServer(dataConfig, options));
-  proc.add(await startEventsServer(eventsConfig, options));
+  const runs = (name: ServiceName) => launcher.services.includes(name);
+  const dataConfig = runs('data') ? loadDataConfig(env) : undefined;
+  const eventsConfig = runs('events') ? loadEventsConfig(env) : undefined;
+  if (dataConfig) proc.add(await startDataServer(dataConfig, options));
+  if (eventsConfig) proc.add(await startEventsServer(eventsConfig, options));
   if (launcher.opsHttpAddress) await proc.startOps(launcher.opsHttpAddress);
-  if (embedded)
+  if (embedded && dataConfig && eventsConfig)
     await printWelcome(dataConfig.grpcAddress, eventsConfig.grpcAddress, dataConfig.auth.jwtSecret);
 }
 

@@ -1,13 +1,8 @@
-import { type AuthSettings, readAuthSettings } from '@sluice/auth';
-import { deepFreeze, type Env, EnvReader, readServiceSettings, type ServiceSettings } from '@sluice/core';
-import { type PoolSettings, readPoolSettings } from '@sluice/db';
+import { deepFreeze, type Env, EnvReader } from '@sluice/core';
+import { type GrpcServiceSettings, readGrpcServiceSettings } from '@sluice/runtime';
 
 /** Everything the data service reads from its environment, validated and frozen at startup. */
-export interface DataConfig extends ServiceSettings {
-  /** host:port the gRPC server listens on. */
-  readonly grpcAddress: string;
-  readonly pool: PoolSettings;
-  readonly auth: AuthSettings;
+export interface DataConfig extends GrpcServiceSettings {
   readonly limits: {
     readonly defaultLimit: number;
     readonly maxRows: number;
@@ -36,7 +31,8 @@ export interface DataConfig extends ServiceSettings {
  */
 export function loadDataConfig(env: Env): DataConfig {
   const r = new EnvReader(env);
-  const pool = readPoolSettings(r);
+  const base = readGrpcServiceSettings(r, { variable: 'DATA_GRPC_ADDRESS', fallback: '127.0.0.1:50051' });
+  const { pool } = base;
   const streamStallTimeoutMs = r.int('STREAM_STALL_TIMEOUT_MS', 30_000, { min: 10, max: 3_600_000 });
   // Defaults: three quarters of the pool in total, a quarter of it per identity.
   const longCallsTotal = r.int('MAX_LONG_CALLS', Math.max(1, Math.floor((pool.max * 3) / 4)), { min: 1 });
@@ -57,10 +53,7 @@ export function loadDataConfig(env: Env): DataConfig {
     r.problem('DB_IDLE_IN_TRANSACTION_TIMEOUT_MS must be 0 or greater than STREAM_STALL_TIMEOUT_MS');
   }
   const config: DataConfig = {
-    ...readServiceSettings(r),
-    grpcAddress: r.string('DATA_GRPC_ADDRESS', '127.0.0.1:50051'),
-    pool,
-    auth: readAuthSettings(r),
+    ...base,
     limits: {
       defaultLimit: r.int('DEFAULT_LIMIT', 100, { min: 1 }),
       maxRows: r.int('MAX_ROWS', 1000, { min: 1 }),

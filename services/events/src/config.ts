@@ -1,13 +1,9 @@
 import { createHash } from 'node:crypto';
-import { type AuthSettings, readAuthSettings } from '@sluice/auth';
-import { deepFreeze, type Env, EnvReader, readServiceSettings, type ServiceSettings } from '@sluice/core';
-import { type PoolSettings, readPoolSettings } from '@sluice/db';
+import { deepFreeze, type Env, EnvReader } from '@sluice/core';
+import { type GrpcServiceSettings, readGrpcServiceSettings } from '@sluice/runtime';
 
 /** Everything the events service reads from its environment, validated and frozen at startup. */
-export interface EventsConfig extends ServiceSettings {
-  readonly grpcAddress: string;
-  readonly pool: PoolSettings;
-  readonly auth: AuthSettings;
+export interface EventsConfig extends GrpcServiceSettings {
   /** Key that signs positions, so a forged position is refused. Shared by every instance. */
   readonly positionSecret: string;
   readonly feed: {
@@ -49,14 +45,14 @@ export interface EventsConfig extends ServiceSettings {
  */
 export function loadEventsConfig(env: Env): EventsConfig {
   const r = new EnvReader(env);
-  const auth = readAuthSettings(r);
+  const base = readGrpcServiceSettings(r, { variable: 'EVENTS_GRPC_ADDRESS', fallback: '127.0.0.1:50052' });
+  const { auth, pool } = base;
   let positionSecret = r.string('EVENTS_POSITION_SECRET');
   if (!positionSecret && auth.jwtSecret) {
     // Derived, not reused: the JWT secret itself never signs anything but tokens.
     positionSecret = createHash('sha256').update(`sluice-positions:${auth.jwtSecret}`).digest('base64url');
   }
   if (!positionSecret) r.problem('EVENTS_POSITION_SECRET is required when JWT_SECRET is not set');
-  const pool = readPoolSettings(r);
   const subscriptions = r.int('EVENTS_MAX_SUBSCRIPTIONS', 10_000, { min: 1 });
   // Half the pool by default: the feed, visibility checks and catch-up reads need the rest.
   const snapshots = r.int('EVENTS_MAX_SNAPSHOTS', Math.max(1, Math.floor(pool.max / 2)), { min: 1 });
@@ -76,10 +72,7 @@ export function loadEventsConfig(env: Env): EventsConfig {
   }
   if (limits.snapshots > pool.max) r.problem('EVENTS_MAX_SNAPSHOTS must not exceed DB_POOL_MAX');
   const config: EventsConfig = {
-    ...readServiceSettings(r),
-    grpcAddress: r.string('EVENTS_GRPC_ADDRESS', '127.0.0.1:50052'),
-    pool,
-    auth,
+    ...base,
     positionSecret: positionSecret ?? '',
     feed: {
       batchSize: r.int('EVENTS_BATCH_SIZE', 1000, { min: 1, max: 100_000 }),
