@@ -122,6 +122,24 @@ describe('the circuit breaker of a pool', () => {
     expect(await metricValue('db_breaker_state', { pool: 'breaker-a' })).toBe(0);
   });
 
+  it('turns connection attempts that hang (packets dropped) into refusals at once', async () => {
+    const { database } = start('breaker-f', { acquireTimeoutMs: 300, failures: 3, resetMs: 5_000 });
+    // The proxy accepts and holds every new connection far past the pool's connect timeout.
+    proxy.setConnectDelay(5_000);
+    const first = await Promise.all(Array.from({ length: 3 }, () => timed(database.run(scope(), [select1]))));
+    for (const r of first) {
+      expect(r.error).toMatchObject({ code: 'UNAVAILABLE', reason: 'SLUICE_DATABASE_UNAVAILABLE' });
+      expect(r.ms).toBeGreaterThanOrEqual(250);
+    }
+    const later = await Promise.all(
+      Array.from({ length: 10 }, () => timed(database.run(scope(), [select1]))),
+    );
+    for (const r of later) {
+      expect(r.error).toMatchObject({ code: 'UNAVAILABLE', reason: 'SLUICE_CIRCUIT_OPEN' });
+      expect(r.ms).toBeLessThan(100);
+    }
+  });
+
   it('lets one probe through in half-open while the others are refused', async () => {
     const { database } = start('breaker-b', { failures: 1, resetMs: 200 });
     proxy.setDown(true);
