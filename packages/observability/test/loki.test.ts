@@ -152,7 +152,7 @@ describe('Loki shipping', () => {
       loki: settings(loki.url),
       stdout,
     });
-    logger.info(
+    logger.child({ token: 'tok-SECRET-0' }).info(
       {
         token: 'tok-SECRET-1',
         authorization: 'Bearer tok-SECRET-2',
@@ -162,6 +162,8 @@ describe('Loki shipping', () => {
         row: { title: 'row-SECRET-7' },
         body: '{"webhook":"body-SECRET-8"}',
         err: { message: 'duplicate key', detail: 'Key (email)=(row-SECRET-9) already exists.' },
+        request: { table: 'posts', rows: [['row-SECRET-10']] },
+        loki: { pushUrl: 'https://logs.example', basicAuth: { username: 'u', password: 'pw-SECRET-11' } },
       },
       'something happened',
     );
