@@ -1,7 +1,7 @@
 import { readFile } from 'node:fs/promises';
 import { fileURLToPath } from 'node:url';
 import type { AbortOptions } from '@sluice/core';
-import { type Applied, listMigrations, Migrator } from '@sluice/migrate';
+import { type Applied, listMigrations, Migrator, runCliProcess, withAdvisoryLock } from '@sluice/migrate';
 import { withSession } from './session';
 
 /** Sluice's own schema (roles, auth.* helpers, the sluice schema), versioned apart from the user's. */
@@ -15,25 +15,52 @@ export interface MigrateAllOptions extends AbortOptions {
 }
 
 /**
- * Brings a database up to date: Sluice's core migrations first (table sluice_schema_migrations),
- * then the user's (table schema_migrations). Each runner holds golang-migrate's advisory lock,
- * so concurrent starts migrate once.
+ * Brings a database up to date (the release step): Sluice's core migrations first (table
+ * sluice_schema_migrations), then the user's (table schema_migrations), then the grants on both
+ * tracking tables. The whole sequence holds one advisory lock of its own (key: database,
+ * "sluice", "release"), so two releases or service starts that race run it one after the other:
+ * the second finds nothing to do. Each migrator also holds golang-migrate's lock for its table,
+ * so a plain `migrate` CLI run against the same folder waits too. Run it over a direct
+ * connection (not a transaction-mode pooler: session advisory locks need one backend).
  *
- * @throws SluiceError FAILED_PRECONDITION when a database is dirty or a migration fails.
+ * A failing migration stops the sequence: the migrations before it stay applied, its set is left
+ * dirty at its version (see Migrator.up), and later sets are not touched.
+ *
+ * @throws SluiceError FAILED_PRECONDITION when a database is dirty or a migration fails;
+ *   the abort error when `signal` fires while waiting for the lock or between migrations.
  */
 export async function migrateAll(connectionString: string, options: MigrateAllOptions): Promise<Applied[]> {
   const { signal, log } = options;
   const common = { connectionString, ...(log ? { log } : {}) };
-  const core = await new Migrator({ ...common, dir: CORE_MIGRATIONS_DIR, table: CORE_MIGRATIONS_TABLE }).up(
-    undefined,
-    signal ? { signal } : {},
+  const abort = signal ? { signal } : {};
+  return withAdvisoryLock(
+    connectionString,
+    ['sluice', 'release'],
+    async () => {
+      const core = await new Migrator({
+        ...common,
+        dir: CORE_MIGRATIONS_DIR,
+        table: CORE_MIGRATIONS_TABLE,
+      }).up(undefined, abort);
+      const user = await new Migrator({ ...common, dir: options.userDir }).up(undefined, abort);
+      await grantTrackingTables(connectionString);
+      return [...core, ...user];
+    },
+    { ...abort, ...(log ? { log } : {}) },
   );
-  const user = await new Migrator({ ...common, dir: options.userDir }).up(
-    undefined,
-    signal ? { signal } : {},
-  );
-  await grantTrackingTables(connectionString);
-  return [...core, ...user];
+}
+
+/**
+ * The release command as this process's command line (`npm run migrate`, `node dist/migrate.js`):
+ * @sluice/migrate's golang-migrate compatible CLI whose `up` (all pending, default table) runs
+ * {@link migrateAll} with the folder as the user's migrations: core schema, folder, grants, under
+ * one lock. Sets `process.exitCode`; SIGINT/SIGTERM stop between migrations.
+ */
+export function runReleaseCli(): Promise<void> {
+  return runCliProcess({
+    upAll: (url, { dir, signal, log }) =>
+      migrateAll(url, { userDir: dir, log, ...(signal ? { signal } : {}) }),
+  });
 }
 
 /**

@@ -5,6 +5,7 @@ export {
   type MigrateAllOptions,
   migrateAll,
   migrationsCurrent,
+  runReleaseCli,
   runSqlFile,
 } from './bootstrap';
 export {

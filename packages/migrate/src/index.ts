@@ -1,3 +1,5 @@
+export { type AdvisoryLockOptions, withAdvisoryLock } from './advisory-lock';
+export { runCliProcess } from './cli-process';
 export { advisoryLockId } from './lock-id';
 export {
   createMigration,
@@ -7,4 +9,11 @@ export {
   parseMigrationFileName,
 } from './migration-files';
 export { type Applied, Migrator, type MigratorOptions, type VersionState } from './migrator';
-export { type DatabaseTarget, type RunCliOptions, resolveDatabaseUrl, runCli, USAGE } from './run-cli';
+export {
+  type DatabaseTarget,
+  type RunCliOptions,
+  resolveDatabaseUrl,
+  runCli,
+  type UpAll,
+  USAGE,
+} from './run-cli';

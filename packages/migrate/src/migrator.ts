@@ -2,6 +2,7 @@ import { readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { type AbortOptions, abortError, SluiceError, throwIfAborted } from '@sluice/core';
 import pg from 'pg';
+import { cancelBackend } from './advisory-lock';
 import { badArgument, dirtyDatabase, notFound } from './errors';
 import { advisoryLockId } from './lock-id';
 import { listMigrations, type Migration } from './migration-files';
@@ -422,19 +423,6 @@ export class Migrator {
     await session.client.query(
       `CREATE TABLE IF NOT EXISTS ${session.qualified} (version bigint not null primary key, dirty boolean not null)`,
     );
-  }
-}
-
-async function cancelBackend(connectionString: string, pid: number): Promise<void> {
-  const client = new pg.Client({ connectionString, application_name: 'sluice-migrate-cancel' });
-  client.on('error', () => {}); // best effort, as below: never an unhandled 'error' event
-  try {
-    await client.connect();
-    await client.query('SELECT pg_cancel_backend($1)', [pid]);
-  } catch {
-    // Best effort: closing the waiting session (which the caller does next) also ends the wait.
-  } finally {
-    await client.end().catch(() => {});
   }
 }
 

@@ -12,17 +12,24 @@ export interface DatabaseTarget {
 }
 
 /**
- * Where the CLI migrates: `--database URL`, else `DATABASE_URL`. This is the hook for falling back
- * to the embedded PostgreSQL when neither is set; today it throws INVALID_ARGUMENT saying so.
+ * Where the CLI migrates: `--database URL`, else `MIGRATE_DATABASE_URL` (the owner's URL, as the
+ * launcher uses it), else `DATABASE_URL`. This is the hook for falling back to the embedded
+ * PostgreSQL when none is set; today it throws INVALID_ARGUMENT saying so.
  */
 export async function resolveDatabaseUrl(flag: string | undefined, env: Env): Promise<DatabaseTarget> {
-  const url = flag ?? env.DATABASE_URL;
+  const url = flag ?? (env.MIGRATE_DATABASE_URL || undefined) ?? env.DATABASE_URL;
   if (url) return { url };
   throw badArgument(
-    'No database to migrate: DATABASE_URL is not set. Set it (e.g. DATABASE_URL=postgres://user:pass@localhost:5432/app) or pass --database URL.',
+    'No database to migrate: DATABASE_URL is not set (nor MIGRATE_DATABASE_URL). Set it (e.g. DATABASE_URL=postgres://user:pass@localhost:5432/app) or pass --database URL.',
     'database',
   );
 }
+
+/** Brings a database fully up to date for `up` with no N (see {@link RunCliOptions.upAll}). */
+export type UpAll = (
+  url: string,
+  options: { readonly dir: string; readonly signal?: AbortSignal; readonly log: (line: string) => void },
+) => Promise<Applied[]>;
 
 export interface RunCliOptions {
   readonly env: Env;
@@ -33,12 +40,20 @@ export interface RunCliOptions {
   readonly signal?: AbortSignal;
   /** Replaces `resolveDatabaseUrl` (e.g. to start an embedded database). */
   readonly resolveDatabase?: (flag: string | undefined, env: Env) => Promise<DatabaseTarget>;
+  /**
+   * What `up` with no N (and the default tracking table) runs instead of the folder's migrator:
+   * the release step of an application that needs more than the folder, e.g. Sluice's core schema
+   * first (`migrateAll` of @sluice/db, wired by `npm run migrate`). Migrations it applies from
+   * other folders are printed with a `core ` prefix. Other verbs act on the folder alone.
+   */
+  readonly upAll?: UpAll;
 }
 
 export const USAGE = `Usage: migrate [--database URL] [--path DIR] [--table NAME] <verb> [args]
 
 Verbs:
-  up [N]        apply all or the next N pending migrations
+  up [N]        apply all or the next N pending migrations (all, from npm run migrate or
+                dist/migrate.js: Sluice's core schema first, then the folder)
   down [N|-all] roll back N migrations, or all of them when N is omitted
   goto V        migrate up or down to version V
   force V       set the version (V may be -1) and clear the dirty flag, running nothing
@@ -46,8 +61,8 @@ Verbs:
   create NAME   create the next NNNNNN_NAME.up.sql / .down.sql pair ([a-z0-9_]+)
 
 Options (also accepted with one dash, golang-migrate style, and as --flag=value):
-  --database URL  PostgreSQL URL (default: the DATABASE_URL environment variable)
-  --path DIR      migrations folder (default: ./migrations)
+  --database URL  PostgreSQL URL (default: MIGRATE_DATABASE_URL, else DATABASE_URL)
+  --path DIR      migrations folder (default: MIGRATIONS_DIR, else ./migrations)
   --table NAME    tracking table (default: schema_migrations)`;
 
 interface ParsedArgs {
@@ -61,8 +76,8 @@ interface ParsedArgs {
 
 const VALUE_FLAGS = new Set(['database', 'path', 'table']);
 
-function parseArgs(argv: readonly string[]): ParsedArgs {
-  const parsed: ParsedArgs = { path: './migrations', all: false, help: false, positional: [] };
+function parseArgs(argv: readonly string[], defaultPath: string): ParsedArgs {
+  const parsed: ParsedArgs = { path: defaultPath, all: false, help: false, positional: [] };
   for (let i = 0; i < argv.length; i++) {
     const arg = argv[i] as string;
     // A bare negative number is a value (force -1), not a flag.
@@ -136,7 +151,7 @@ async function runVerb(
 export async function runCli(argv: readonly string[], options: RunCliOptions): Promise<number> {
   const { out, err } = options;
   try {
-    const args = parseArgs(argv);
+    const args = parseArgs(argv, options.env.MIGRATIONS_DIR || './migrations');
     const [verb, ...rest] = args.positional;
     if (args.help || verb === undefined || verb === 'help') {
       out(USAGE);
@@ -168,6 +183,15 @@ export async function runCli(argv: readonly string[], options: RunCliOptions): P
         ...(args.table ? { table: args.table } : {}),
       });
       const signal = options.signal ? { signal: options.signal } : {};
+      if (options.upAll && verb === 'up' && rest[0] === undefined && !args.table) {
+        const applied = await options.upAll(target.url, { dir, ...signal, log: () => {} });
+        const lines = describe(applied);
+        for (const [i, a] of applied.entries()) {
+          if (a.file && path.dirname(a.file) !== dir) lines[i] = `core ${lines[i]}`;
+        }
+        for (const line of lines) out(line);
+        return 0;
+      }
       for (const line of await runVerb(migrator, verb, rest[0], args.all, signal)) out(line);
       return 0;
     } finally {
