@@ -90,15 +90,21 @@ export interface BreakerLike {
 }
 
 const BREAKER_STATE_VALUE = { closed: 0, 'half-open': 1, open: 2 } as const;
-const breakers = new Map<PoolLike, Set<BreakerLike>>();
+// By pool, weakly: a breaker whose pool is gone (a test that never closed it) is not kept.
+const breakers = new WeakMap<PoolLike, Set<BreakerLike>>();
 // Refusals of breakers already unregistered, by pool label, so the counter never goes down.
 const retiredRejections = new Map<string, number>();
 
-/** The label each registered pool is reported under. */
-function poolLabels(): Map<PoolLike, string> {
-  const labels = new Map<PoolLike, string>();
-  for (const [label, set] of pools) for (const pool of set) labels.set(pool, label);
-  return labels;
+/** The registered pools' breakers, with the label of their pool. */
+function* labelledBreakers(): Generator<[string, BreakerLike]> {
+  for (const [label, set] of pools) {
+    for (const pool of set) for (const breaker of breakers.get(pool) ?? []) yield [label, breaker];
+  }
+}
+
+function labelOf(pool: PoolLike): string | undefined {
+  for (const [label, set] of pools) if (set.has(pool)) return label;
+  return undefined;
 }
 
 new Gauge({
@@ -108,14 +114,9 @@ new Gauge({
   registers: [metrics],
   collect() {
     this.reset();
-    const labels = poolLabels();
     const worst = new Map<string, number>();
-    for (const [pool, set] of breakers) {
-      const label = labels.get(pool);
-      if (label === undefined) continue;
-      for (const breaker of set) {
-        worst.set(label, Math.max(worst.get(label) ?? 0, BREAKER_STATE_VALUE[breaker.state]));
-      }
+    for (const [label, breaker] of labelledBreakers()) {
+      worst.set(label, Math.max(worst.get(label) ?? 0, BREAKER_STATE_VALUE[breaker.state]));
     }
     for (const [label, value] of worst) this.set({ pool: label }, value);
   },
@@ -129,11 +130,8 @@ new Counter({
   collect() {
     this.reset();
     const totals = new Map(retiredRejections);
-    const labels = poolLabels();
-    for (const [pool, set] of breakers) {
-      const label = labels.get(pool);
-      if (label === undefined) continue;
-      for (const breaker of set) totals.set(label, (totals.get(label) ?? 0) + breaker.rejected);
+    for (const [label, breaker] of labelledBreakers()) {
+      totals.set(label, (totals.get(label) ?? 0) + breaker.rejected);
     }
     for (const [label, total] of totals) this.inc({ pool: label }, total);
   },
@@ -154,7 +152,7 @@ export function registerBreaker(pool: PoolLike, breaker: BreakerLike): () => voi
   return () => {
     if (!set.delete(breaker)) return;
     if (set.size === 0) breakers.delete(pool);
-    const label = poolLabels().get(pool);
+    const label = labelOf(pool);
     if (label !== undefined)
       retiredRejections.set(label, (retiredRejections.get(label) ?? 0) + breaker.rejected);
   };
