@@ -167,7 +167,7 @@ afterAll(async () => {
 function dataClient(port: number, token: string) {
   const channel = createChannel(`127.0.0.1:${port}`);
   const client = createClientFactory().create(data.DataServiceDefinition, channel, {
-    '*': { metadata: Metadata({ authorization: `Bearer ${token}` }), deadline: undefined },
+    '*': { metadata: Metadata({ authorization: `Bearer ${token}` }) },
   });
   return { channel, client };
 }
