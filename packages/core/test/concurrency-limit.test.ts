@@ -18,13 +18,12 @@ describe('concurrencyLimitUsage', () => {
     expect(usageOf(kind)).toEqual({ kind, inUse: 0, refusedIdentity: 0, refusedTotal: 0 });
 
     const first = a.acquire(who('u1'));
-    const refusedIdentity = (() => {
-      try {
-        a.acquire(who('u1'));
-      } catch (e) {
-        return e;
-      }
-    })();
+    let refusedIdentity: unknown;
+    try {
+      a.acquire(who('u1'));
+    } catch (e) {
+      refusedIdentity = e;
+    }
     expect(refusedIdentity).toBeInstanceOf(SluiceError);
     expect((refusedIdentity as SluiceError).reason).toBe('SLUICE_IDENTITY_LIMIT');
     const second = a.acquire(who('u2'));
