@@ -7,6 +7,8 @@ export interface ChildServer {
   readonly port: number;
   readonly pid: number;
   readonly poolMax: number;
+  /** The ops listener's port, when OPS_HTTP_ADDRESS was given. */
+  readonly opsPort: number | undefined;
   /** Asks the service to stop gracefully; kills it after 10 s. */
   close(): Promise<void>;
 }
@@ -19,13 +21,15 @@ export async function startChildServer(
   service: 'data' | 'events',
   env: Record<string, string>,
   nodeFlags: readonly string[],
+  { quiet = false }: { quiet?: boolean } = {},
 ): Promise<ChildServer> {
   const child: ChildProcess = spawn(
     process.execPath,
     ['--import', TSX_LOADER, ...nodeFlags, ENTRY, service],
     {
       env: { ...process.env, ...env },
-      stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
+      // quiet: log lines (one per call at info) go nowhere, as if a log shipper took them.
+      stdio: ['ignore', quiet ? 'ignore' : 'inherit', 'inherit', 'ipc'],
     },
   );
   const exited = once(child, 'exit');
@@ -35,11 +39,12 @@ export async function startChildServer(
     });
     void exited.then(([code]) => reject(new Error(`${service} service child exited early (code ${code})`)));
   });
-  const { port, poolMax } = await ready;
+  const { port, poolMax, opsPort } = await ready;
   return {
     port,
     pid: child.pid ?? -1,
     poolMax,
+    opsPort,
     async close() {
       if (child.exitCode !== null) return;
       child.send('stop');

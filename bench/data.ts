@@ -7,6 +7,7 @@ import pg from 'pg';
 import { createBenchDatabase, withClient } from './bench-database';
 import { startChildServer } from './child-server';
 import { type LoadResult, type LoadSample, runClosedLoop, summarize } from './load';
+import { startScraper, startTelemetrySink } from './telemetry-sinks';
 
 export interface DataBenchOptions {
   /** Superuser URL of a PostgreSQL to use; an embedded one in a temp folder when undefined. */
@@ -25,7 +26,10 @@ export interface DataBenchOptions {
   readonly serverNodeFlags: readonly string[];
   /** Extra environment for the service (DB_POOL_MAX, …); LOG_LEVEL defaults to silent. */
   readonly serverEnv: Readonly<Record<string, string>>;
-  /** Only these cases (floor, rls_pk, service_pk, rls_list, pg_direct); all when empty. */
+  /**
+   * Only these cases (floor, rls_pk, service_pk, rls_list, pg_direct, plain_pk, observed_pk);
+   * all when empty.
+   */
   readonly only: readonly string[];
 }
 
@@ -36,6 +40,10 @@ const PK = 1n; // an Acme post alice can read
 const EXTRA_POSTS = 200;
 const COLUMNS = ['id', 'tenant_id', 'author_id', 'title', 'status', 'view_count', 'created_at'];
 const RLS_TARGET = 0.6;
+const OBSERVED_TARGET = 0.9;
+// Observability on: 10 % of traces sampled, Prometheus scraping every second.
+const TRACE_RATIO = '0.1';
+const SCRAPE_INTERVAL_MS = 1_000;
 const SERVING = 1; // grpc.health.v1 HealthCheckResponse.ServingStatus.SERVING
 
 const DEFAULTS: DataBenchOptions = {
@@ -88,6 +96,45 @@ export async function runDataBench(
       : await startChild(serverEnv, options.serverNodeFlags);
     cleanups.unshift(() => server.close());
 
+    // observed_over_plain: two more services alike but for observability, both logging a line
+    // per call at info (discarded, as a log shipper would take stdout): "plain" with nothing
+    // else; "observed" shipping every line to a local Loki, sampling 10 % of traces to a local
+    // OTLP/HTTP collector, its /metrics scraped every second.
+    const wantsObserved = ['plain_pk', 'observed_pk'].some(
+      (key) => options.only.length === 0 || options.only.includes(key),
+    );
+    const loki = wantsObserved ? await startTelemetrySink(204) : undefined;
+    const otlp = wantsObserved ? await startTelemetrySink(200) : undefined;
+    if (loki) cleanups.unshift(() => loki.close());
+    if (otlp) cleanups.unshift(() => otlp.close());
+    const plainEnv = { ...serverEnv, LOG_LEVEL: 'info' };
+    const plain = wantsObserved
+      ? await startChildServer('data', plainEnv, options.serverNodeFlags, { quiet: true })
+      : undefined;
+    if (plain) cleanups.unshift(() => plain.close());
+    const observed =
+      loki && otlp
+        ? await startChildServer(
+            'data',
+            {
+              ...plainEnv,
+              LOKI_URL: loki.url,
+              OTEL_EXPORTER_OTLP_ENDPOINT: otlp.url,
+              OTEL_EXPORTER_OTLP_PROTOCOL: 'http/protobuf',
+              OTEL_TRACES_SAMPLER: 'parentbased_traceidratio',
+              OTEL_TRACES_SAMPLER_ARG: TRACE_RATIO,
+              OPS_HTTP_ADDRESS: '127.0.0.1:0',
+            },
+            options.serverNodeFlags,
+            { quiet: true },
+          )
+        : undefined;
+    if (observed) cleanups.unshift(() => observed.close());
+    const scraper = observed
+      ? startScraper(`http://127.0.0.1:${observed.opsPort}/metrics`, SCRAPE_INTERVAL_MS)
+      : undefined;
+    if (scraper) cleanups.unshift(async () => scraper.stop());
+
     const channel = createChannel(`127.0.0.1:${server.port}`);
     cleanups.unshift(async () => channel.close());
     const bearer = async (claims: Record<string, unknown>) =>
@@ -96,6 +143,14 @@ export async function runDataBench(
     const serviceMeta = await bearer({ role: 'service_role' });
     const dataClient = createClient(data.DataServiceDefinition, channel);
     const health = createClient(HealthDefinition, channel);
+    const clientOf = (target: RunningServer | undefined) => {
+      if (!target) return undefined;
+      const ch = createChannel(`127.0.0.1:${target.port}`);
+      cleanups.unshift(async () => ch.close());
+      return createClient(data.DataServiceDefinition, ch);
+    };
+    const plainClient = clientOf(plain);
+    const observedClient = clientOf(observed);
 
     const direct = new pg.Pool({ connectionString: db.url, max: server.poolMax });
     direct.on('error', () => {});
@@ -142,6 +197,22 @@ export async function runDataBench(
         call: () => direct.query(directSql, [ACME]),
       },
     ];
+    if (plainClient && observedClient) {
+      cases.push(
+        {
+          key: 'plain_pk',
+          label: '(f) as (b), LOG_LEVEL=info to stdout, nothing else',
+          call: () => plainClient.select(byPk, { metadata: aliceMeta }),
+        },
+        {
+          key: 'observed_pk',
+          label: '(g) as (f) + Loki + 10 % traces (OTLP) + /metrics scraped 1/s',
+          call: () => observedClient.select(byPk, { metadata: aliceMeta }),
+        },
+      );
+      await expectRows('plain_pk', plainClient.select(byPk, { metadata: aliceMeta }).then(rowCount), 1);
+      await expectRows('observed_pk', observedClient.select(byPk, { metadata: aliceMeta }).then(rowCount), 1);
+    }
 
     // Each case must return what it claims before it is timed.
     await expectRows(
@@ -188,7 +259,18 @@ export async function runDataBench(
         console.log(`  ${c.key}: ${result.errors} failed calls, first: ${String(result.firstError)}`);
     }
 
-    return report(selected, results, server.poolMax, options.concurrency);
+    const figures = report(selected, results, server.poolMax, options.concurrency);
+    if (loki && otlp && scraper) {
+      // Proof that the observed service really shipped while it was measured.
+      console.log(
+        `  observed: ${loki.requests} Loki pushes (${(loki.bytes / 1e6).toFixed(1)} MB), ` +
+          `${otlp.requests} OTLP exports (${(otlp.bytes / 1e6).toFixed(1)} MB), ${scraper.scrapes} scrapes`,
+      );
+      figures.observed_loki_pushes = loki.requests;
+      figures.observed_otlp_exports = otlp.requests;
+      figures.observed_scrapes = scraper.scrapes;
+    }
+    return figures;
   } finally {
     for (const cleanup of cleanups) {
       await cleanup().catch((error: unknown) => console.error(`data bench cleanup: ${String(error)}`));
@@ -229,14 +311,14 @@ function report(
     ['rls_list_over_floor', 'd/a  RLS list / floor', q('rls_list') / floorQps],
     ['rls_pk_over_service_pk', 'b/c  RLS pk / service_role pk (cost of RLS)', q('rls_pk') / q('service_pk')],
     ['rls_list_over_pg_direct', 'd/e  RLS list / node-postgres direct', q('rls_list') / q('pg_direct')],
+    ['observed_over_plain', 'g/f  observability on / off', q('observed_pk') / q('plain_pk')],
   ];
   for (const [key, label, value] of ratios) {
     if (Number.isNaN(value)) continue;
     figures[key] = round(value, 3);
-    const target =
-      key === 'rls_pk_over_floor'
-        ? `  target >= ${RLS_TARGET}: ${value >= RLS_TARGET ? 'met' : 'MISSED'}`
-        : '';
+    const goal =
+      key === 'rls_pk_over_floor' ? RLS_TARGET : key === 'observed_over_plain' ? OBSERVED_TARGET : 0;
+    const target = goal > 0 ? `  target >= ${goal}: ${value >= goal ? 'met' : 'MISSED'}` : '';
     console.log(`  ${label.padEnd(46)} ${value.toFixed(3)}${target}`);
   }
   figures.pool_max = poolMax;

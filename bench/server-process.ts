@@ -1,41 +1,42 @@
 // Child-process entry of the benchmarks: one Sluice service (argv[2]: "data" or "events") in a
 // process of its own, as in production, so the load generator does not share its event loop.
-// Configured only by its environment; reports its port and pool size to the parent over IPC and
-// stops on the parent's "stop" message (or when the parent goes away).
+// Configured only by its environment (LOKI_*, OTEL_* and OPS_HTTP_ADDRESS included: the
+// observed case runs with all of them); reports its ports and pool size to the parent over IPC
+// and stops on the parent's "stop" message (or when the parent goes away).
 import { loadDataConfig, startDataServer } from '@sluice/data-service';
 import { loadEventsConfig, startEventsServer } from '@sluice/events-service';
+import { createLogger } from '@sluice/observability';
+import { type RunningService, ServiceProcess } from '@sluice/runtime';
 
 export interface ServerReady {
   readonly type: 'ready';
   readonly port: number;
   readonly poolMax: number;
+  /** The ops listener's port when OPS_HTTP_ADDRESS was set. */
+  readonly opsPort: number | undefined;
 }
 
-async function start(): Promise<{ port: number; poolMax: number; close(): Promise<void> }> {
+async function start(): Promise<{ service: RunningService; poolMax: number }> {
   if (process.argv[2] === 'events') {
     const config = loadEventsConfig(process.env);
-    const server = await startEventsServer(config);
-    return { port: server.port, poolMax: config.pool.max, close: () => server.close() };
+    return { service: await startEventsServer(config), poolMax: config.pool.max };
   }
   const config = loadDataConfig(process.env);
-  const server = await startDataServer(config);
-  return { port: server.port, poolMax: config.pool.max, close: () => server.close() };
+  return { service: await startDataServer(config), poolMax: config.pool.max };
 }
 
-const server = await start();
-const ready: ServerReady = { type: 'ready', port: server.port, poolMax: server.poolMax };
+const { service, poolMax } = await start();
+const proc = new ServiceProcess({
+  logger: createLogger({ service: 'bench', level: 'warn', env: 'bench' }),
+  stopTimeoutMs: 15_000,
+});
+proc.add(service);
+if (process.env.OPS_HTTP_ADDRESS) await proc.startOps(process.env.OPS_HTTP_ADDRESS);
+const ready: ServerReady = { type: 'ready', port: service.port, poolMax, opsPort: proc.opsPort };
 process.send?.(ready);
 
-let stopping = false;
-const stop = async () => {
-  if (stopping) return;
-  stopping = true;
-  await server.close();
-  process.disconnect?.();
-  // Exiting explicitly also flushes a --cpu-prof profile, if one was asked for.
-  process.exit(0);
-};
+// Exiting through ServiceProcess flushes logs and spans, and a --cpu-prof profile, if asked for.
 process.on('message', (message) => {
-  if (message === 'stop') void stop();
+  if (message === 'stop') void proc.stop('bench done');
 });
-process.on('disconnect', () => void stop());
+process.on('disconnect', () => void proc.stop('bench parent gone'));
