@@ -1,4 +1,5 @@
 import { abortError, type Identity, SluiceError } from '@sluice/core';
+import { endSqlSpan, startSqlSpan, trackSqlSpan, writerTraceContext } from '@sluice/observability';
 import type pg from 'pg';
 import type { Logger } from 'pino';
 import { type BreakerSettings, ConnectionBreaker, DEFAULT_BREAKER_SETTINGS } from './breaker';
@@ -29,8 +30,13 @@ export interface RequestScope {
   readonly readOnly: boolean;
   readonly signal: AbortSignal;
   readonly deadline: Date | undefined;
-  /** Trace id of the call, stored with changes the transaction writes. */
+  /** Trace id of the call, stored with changes the transaction writes when there is no traceparent. */
   readonly traceId?: string;
+  /**
+   * The caller's W3C traceparent, stored with changes when tracing is off (when it is on, the
+   * statement's or the call's own span is stored instead; see writerTraceContext).
+   */
+  readonly traceparent?: string;
   /** REPEATABLE READ: every statement of the transaction sees one snapshot (events snapshots). */
   readonly repeatableRead?: boolean;
 }
@@ -108,9 +114,18 @@ export class Database {
     const cancel = this.cancelOnAbort(client, scope.signal);
     let failure: unknown;
     try {
+      const spans = statements.map((s) => startSqlSpan(s.sql));
       const pending = corked(client, () => [
-        ...openTransaction(client, scope, timeoutMs),
-        ...statements.map((s) => client.query(arrayQuery(s, this.statements.nameFor(client, s.sql)))),
+        // A single statement's span is the writer's context; several share the call's.
+        ...openTransaction(
+          client,
+          scope,
+          timeoutMs,
+          writerTraceContext(callerTrace(scope), statements.length === 1 ? spans[0] : undefined),
+        ),
+        ...statements.map((s, i) =>
+          trackSqlSpan(spans[i], client.query(arrayQuery(s, this.statements.nameFor(client, s.sql)))),
+        ),
         client.query(COMMIT),
       ]);
       const settled = await Promise.allSettled(pending);
@@ -144,12 +159,17 @@ export class Database {
     let failure: unknown;
     try {
       // Sent without waiting: the first statement of `fn` follows in the same round trip.
-      const [begin, settings] = corked(client, () => openTransaction(client, scope, timeoutMs));
+      const [begin, settings] = corked(client, () =>
+        openTransaction(client, scope, timeoutMs, writerTraceContext(callerTrace(scope))),
+      );
       const ready = Promise.all([begin, settings]);
       ready.catch(() => {});
       const tx: RequestTransaction = {
         query: async (statement) => {
-          const result = client.query(arrayQuery(statement, this.statements.nameFor(client, statement.sql)));
+          const result = trackSqlSpan(
+            startSqlSpan(statement.sql),
+            client.query(arrayQuery(statement, this.statements.nameFor(client, statement.sql))),
+          );
           // Both awaited together: when the connection breaks, neither rejection goes unhandled.
           const [, value] = await Promise.all([ready, result]);
           return toResult(value);
@@ -190,9 +210,17 @@ export class Database {
     const cancel = this.cancelOnAbort(client, scope.signal);
     let failure: unknown;
     let done = false;
+    // One span for the cursor's whole life (declare, every fetch), with the rows it returned.
+    const span = startSqlSpan(query.sql);
+    let rows = 0;
     try {
       const opening = Promise.all([
-        ...openTransaction(client, { ...scope, readOnly: true }, timeoutMs),
+        ...openTransaction(
+          client,
+          { ...scope, readOnly: true },
+          timeoutMs,
+          writerTraceContext(callerTrace(scope)),
+        ),
         client.query({
           text: `declare sluice_stream no scroll cursor for ${query.sql}`,
           values: query.parameters as unknown[],
@@ -202,6 +230,7 @@ export class Database {
       const fetch = `fetch forward ${Math.max(1, Math.floor(chunkRows))} from sluice_stream`;
       for (let first = true; ; first = false) {
         const chunk = toResult(await client.query<unknown[]>({ text: fetch, rowMode: 'array' }));
+        rows += chunk.rows.length;
         // An empty chunk only when the whole result is empty (it still carries the columns): a
         // result that is a multiple of chunkRows must not end with an extra empty chunk.
         if (chunk.rows.length > 0 || first) yield chunk;
@@ -218,6 +247,7 @@ export class Database {
           failure ??= e;
         });
       }
+      endSqlSpan(span, rows, failure);
       cancel.stop();
       releaseClient(client, failure, cancel.sent);
     }
@@ -325,24 +355,32 @@ function corked<T>(client: pg.PoolClient, fn: () => T): T {
 }
 
 /**
- * BEGIN and the one settings statement (role, claims, statement timeout, trace id) that open
+ * BEGIN and the one settings statement (role, claims, statement timeout, trace context) that open
  * every request transaction; issued without waiting, so what follows shares their round trip.
+ * The trace context (`sluice.trace_id`, a W3C traceparent) is what the capture trigger stores
+ * with each change the transaction writes.
  */
 function openTransaction(
   client: pg.PoolClient,
   scope: RequestScope,
   timeoutMs: number,
+  traceContext: string,
 ): [Promise<pg.QueryResult>, Promise<pg.QueryResult>] {
   const values = [
     scope.identity.role,
     JSON.stringify(scope.identity.claims),
     String(timeoutMs),
-    scope.traceId ?? '',
+    traceContext,
   ];
   return [
     client.query(beginFor(scope)),
     client.query({ name: SETTINGS_STATEMENT, text: SETTINGS_SQL, values }),
   ];
+}
+
+/** What a request stores as its trace context when it has no span of its own (tracing off). */
+function callerTrace(scope: RequestScope): string | undefined {
+  return scope.traceparent ?? scope.traceId;
 }
 
 function arrayQuery(statement: Statement, name?: string): pg.QueryArrayConfig {

@@ -1,8 +1,18 @@
 import { randomUUID } from 'node:crypto';
+import {
+  type Context,
+  propagation,
+  ROOT_CONTEXT,
+  type Span,
+  SpanKind,
+  SpanStatusCode,
+  type TextMapGetter,
+  trace,
+} from '@opentelemetry/api';
 import { type Identity, type RequestContext, SluiceError } from '@sluice/core';
-import { grpcHandled, grpcHandling, grpcStarted } from '@sluice/observability';
+import { bindIterator, grpcHandled, grpcHandling, grpcStarted, tracerFor } from '@sluice/observability';
 import { isAbortError } from 'abort-controller-x';
-import { type CallContext, type ServerMiddlewareCall, Status } from 'nice-grpc';
+import { type CallContext, type Metadata, type ServerMiddlewareCall, Status } from 'nice-grpc';
 import { ServerError } from 'nice-grpc-common';
 import type { Logger } from 'pino';
 import { DEADLINE_METADATA_KEY } from './deadline-interceptor';
@@ -17,8 +27,13 @@ export interface SluiceCallContext {
 /** The RequestContext plus a slot for the caller's identity, filled by the auth middleware. */
 export interface SluiceRequest extends RequestContext {
   identity: Identity | undefined;
-  /** W3C trace id from `traceparent` metadata, when the caller sent one. */
+  /**
+   * W3C trace id of the call: its server span's when tracing records it, else the caller's
+   * (`traceparent` metadata), when it sent one.
+   */
   readonly traceId: string | undefined;
+  /** The caller's `traceparent`, as sent (stored with changes when tracing is off). */
+  readonly traceparent: string | undefined;
 }
 
 export interface CallMiddlewareOptions {
@@ -45,12 +60,21 @@ export function callMiddleware(options: CallMiddlewareOptions) {
     const requestId = context.metadata.get('x-request-id')?.slice(0, 128) || randomUUID();
     const deadlineMs = Number(context.metadata.get(DEADLINE_METADATA_KEY));
     const deadline = Number.isFinite(deadlineMs) && deadlineMs > 0 ? new Date(deadlineMs) : undefined;
-    const traceId = TRACEPARENT_RE.exec(context.metadata.get('traceparent') ?? '')?.[1];
+    const callerTraceparent = context.metadata.get('traceparent');
+    const callerTraceId = TRACEPARENT_RE.exec(callerTraceparent ?? '')?.[1];
     const method = call.method.path;
+    // /pkg.Service/Method: both names come from the proto, a bounded label set.
+    const slash = method.lastIndexOf('/');
+    const rpcService = method.slice(1, slash);
+    const rpcMethod = method.slice(slash + 1);
+    const { span, spanContext } = startServerSpan(context.metadata, method, rpcService, rpcMethod);
+    const recorded = span?.isRecording() ? span.spanContext() : undefined;
+    const traceId = recorded?.traceId ?? callerTraceId;
     const logger = options.logger.child({
       method,
       request_id: requestId,
       ...(traceId ? { trace_id: traceId } : {}),
+      ...(recorded ? { span_id: recorded.spanId } : {}),
     });
     const { signal, dispose } = callSignal(context.signal, deadline, options.shutdownSignal);
     const request: SluiceRequest = {
@@ -61,14 +85,13 @@ export function callMiddleware(options: CallMiddlewareOptions) {
       logger,
       identity: undefined,
       traceId,
+      traceparent: callerTraceId ? callerTraceparent : undefined,
     };
     context.header.set('x-request-id', requestId);
 
-    // /pkg.Service/Method: both names come from the proto, a bounded label set.
-    const slash = method.lastIndexOf('/');
     const labels = {
-      grpc_service: method.slice(1, slash),
-      grpc_method: method.slice(slash + 1),
+      grpc_service: rpcService,
+      grpc_method: rpcMethod,
       grpc_type: call.method.requestStream
         ? call.method.responseStream
           ? 'bidi_stream'
@@ -81,7 +104,14 @@ export function callMiddleware(options: CallMiddlewareOptions) {
     let code = Status.OK;
     try {
       if (!call.requestStream) rejectUndecodable(call.request);
-      return yield* call.next(call.request, { ...context, signal, sluice: request });
+      // biome-ignore lint/suspicious/noConfusingVoidType: nice-grpc's next() returns void for streams.
+      const handler: AsyncGenerator<Response, Response | void, undefined> = call.next(call.request, {
+        ...context,
+        signal,
+        sluice: request,
+      });
+      // The span is the active context in every step of the handler (see bindIterator).
+      return yield* spanContext ? bindIterator(spanContext, handler) : handler;
     } catch (error) {
       const mapped = toStatusError(error, signal);
       code = mapped.code;
@@ -89,6 +119,7 @@ export function callMiddleware(options: CallMiddlewareOptions) {
       throw mapped;
     } finally {
       dispose();
+      if (span) endServerSpan(span, code);
       grpcHandled.inc({ ...labels, grpc_code: statusName(code) });
       grpcHandling.observe(labels, (performance.now() - started) / 1000);
       const identity = request.identity;
@@ -103,6 +134,57 @@ export function callMiddleware(options: CallMiddlewareOptions) {
       else logger.info(fields, 'rpc');
     }
   };
+}
+
+const METADATA_GETTER: TextMapGetter<Metadata> = {
+  get: (metadata, key) => {
+    const value = metadata.get(key);
+    return typeof value === 'string' ? value : undefined;
+  },
+  keys: (metadata) => [...metadata].map(([key]) => key),
+};
+
+/**
+ * The call's SERVER span, child of the caller's `traceparent` (W3C propagator), and the context
+ * that makes it active; nothing when tracing is off.
+ */
+function startServerSpan(
+  metadata: Metadata,
+  method: string,
+  rpcService: string,
+  rpcMethod: string,
+): { span?: Span; spanContext?: Context } {
+  const tracer = tracerFor('@sluice/grpc');
+  if (!tracer) return {};
+  const parent = propagation.extract(ROOT_CONTEXT, metadata, METADATA_GETTER);
+  const span = tracer.startSpan(
+    method.slice(1),
+    {
+      kind: SpanKind.SERVER,
+      attributes: { 'rpc.system': 'grpc', 'rpc.service': rpcService, 'rpc.method': rpcMethod },
+    },
+    parent,
+  );
+  return { span, spanContext: trace.setSpan(parent, span) };
+}
+
+// The codes OpenTelemetry's gRPC conventions count as server faults; the rest are the caller's.
+const SERVER_FAULTS: ReadonlySet<Status> = new Set([
+  Status.UNKNOWN,
+  Status.DEADLINE_EXCEEDED,
+  Status.UNIMPLEMENTED,
+  Status.INTERNAL,
+  Status.UNAVAILABLE,
+  Status.DATA_LOSS,
+]);
+
+function endServerSpan(span: Span, code: Status): void {
+  span.setAttribute('rpc.grpc.status_code', code);
+  if (SERVER_FAULTS.has(code)) {
+    span.setAttribute('error.type', statusName(code));
+    span.setStatus({ code: SpanStatusCode.ERROR, message: statusName(code) });
+  }
+  span.end();
 }
 
 function toStatusError(error: unknown, signal: AbortSignal): ServerError {

@@ -13,3 +13,24 @@ export {
   registerPool,
 } from './metrics';
 export { type OpsServer, type OpsServerOptions, startOpsServer } from './ops-server';
+export {
+  bindIterator,
+  flushTracing,
+  formatTraceparent,
+  parseTraceparent,
+  recordingTracerFor,
+  type StartTracingOptions,
+  shutdownTracing,
+  startTracing,
+  tracerFor,
+  tracingEnabled,
+  writerTraceContext,
+} from './tracing';
+export {
+  loadTracingSettings,
+  type OtlpTraceExport,
+  readTracingSettings,
+  type SamplerName,
+  type TracingSettings,
+} from './tracing-settings';
+export { endSqlSpan, startSqlSpan, trackSqlSpan } from './tracing-sql';
