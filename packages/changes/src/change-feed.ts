@@ -3,6 +3,7 @@ import { ReconnectingSession } from '@sluice/db';
 import type pg from 'pg';
 import type { Logger } from 'pino';
 import { ChangesReason } from './errors';
+import { inBatchSpan } from './feed-span';
 import { comparePositions, type Position } from './position';
 import { type ChangeBatch, currentPosition, readChangesDetailed } from './read-changes';
 
@@ -173,7 +174,10 @@ export class ChangeFeed {
           this.#head = batch.until;
           this.#headStamp = result.untilStamp;
           read ||= batch.changes.length > 0;
-          if (batch.changes.length > 0 || advanced) await this.#deliver(batch);
+          if (batch.changes.length > 0 || advanced) {
+            // A span per batch with changes, its listeners' work beneath it (feed-span.ts).
+            await inBatchSpan(batch, readStarted, () => this.#deliver(batch));
+          }
           this.#behind = result.full;
           if (!result.full) this.#caughtUpAt = readStarted;
           if (!result.full || this.#closed) {

@@ -1,6 +1,7 @@
 export { ChangeFeed, type ChangeFeedOptions } from './change-feed';
 export { estimateChangeLogRows } from './change-log-size';
 export { ChangesReason } from './errors';
+export { MAX_WRITER_LINKS, writerLinks, writerSpanContext } from './feed-span';
 export {
   comparePositions,
   continuePosition,

@@ -37,7 +37,13 @@ export interface Change {
   readonly changedColumns: readonly string[];
   readonly actor: string | null;
   readonly tenantId: string | null;
+  /** W3C trace id of the writing call (from `traceparent`, or as stored when tracing was off). */
   readonly traceId: string | null;
+  /**
+   * W3C traceparent of the writer (its SQL statement's or call's span; version 00), when the
+   * change log holds one; null when only a trace id (or nothing) was stored.
+   */
+  readonly traceparent: string | null;
   /** Start time of the writing transaction, as PostgreSQL prints timestamptz in the session (UTC, ISO). */
   readonly committedAt: string;
 }
@@ -137,6 +143,19 @@ select w.seq::text, w.last_id::text, c.id::text, c.xid::text, c.schema, c."table
   ) c on true
  order by w.seq, c.id
  limit $5`;
+
+const TRACEPARENT_RE = /^00-([\da-f]{32})-[\da-f]{16}-[\da-f]{2}$/;
+
+/**
+ * The change log's trace column holds the writer's traceparent (`sluice.trace_id`, set by the
+ * Database with each request transaction), or a bare trace id when the writer had no span and
+ * only a trace id to give.
+ */
+function traceFields(stored: string | null): { traceId: string | null; traceparent: string | null } {
+  if (!stored) return { traceId: null, traceparent: null };
+  const m = TRACEPARENT_RE.exec(stored);
+  return m ? { traceId: m[1] as string, traceparent: stored } : { traceId: stored, traceparent: null };
+}
 
 type LogRow = [
   seq: string,
@@ -346,7 +365,7 @@ async function readOnce(
         changedColumns: JSON.parse(row[8]) as string[],
         actor: row[9],
         tenantId: row[10],
-        traceId: row[11],
+        ...traceFields(row[11]),
         committedAt: row[12],
       });
     }

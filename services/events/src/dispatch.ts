@@ -1,5 +1,7 @@
-import type { Change, ChangeBatch } from '@sluice/changes';
+import { type Span, SpanKind, type Tracer, trace } from '@opentelemetry/api';
+import { type Change, type ChangeBatch, writerLinks } from '@sluice/changes';
 import type { Database } from '@sluice/db';
+import { recordingTracerFor } from '@sluice/observability';
 import { matchInDatabase, type SqlFilterCheck } from './sql-filter';
 import type { Subscriber, TableSubscription } from './subscriber';
 import { checkVisibility, type VisibilityCheck } from './visibility';
@@ -78,7 +80,12 @@ export async function dispatchBatch(
   }
   if (filters.length > 0) await matchInDatabase(db, filters, signal);
   const checked = performance.now();
+  // Delivery spans only beneath a sampled batch (or catch-up call) span; see traceDelivery.
+  const tracer = recordingTracerFor('@sluice/events');
+  let deliverySpans = 0;
   for (const [subscriber, list] of wanted) {
+    const traced: Change[] | undefined = tracer ? [] : undefined;
+    const tracedFrom = Date.now();
     for (const { change, sub, check, filter } of list) {
       if (subscriber.closed) break;
       const error = check?.error ?? filter?.error;
@@ -90,13 +97,55 @@ export async function dispatchBatch(
       if (check && !check.visible?.has(change)) continue;
       if (sub.sqlFilter && !filter?.matched?.has(change)) continue;
       subscriber.deliver(change, sub);
+      traced?.push(change);
     }
+    if (tracer && traced && traced.length > 0) {
+      if (deliverySpans++ < MAX_DELIVERY_SPANS) traceDelivery(tracer, subscriber, traced, tracedFrom);
+    }
+  }
+  if (deliverySpans > MAX_DELIVERY_SPANS) {
+    trace
+      .getActiveSpan()
+      ?.setAttribute('sluice.events.untraced_deliveries', deliverySpans - MAX_DELIVERY_SPANS);
   }
   for (const subscriber of subscribers) if (!subscriber.closed) subscriber.advance(batch.until);
   timings.match = matched - started;
   timings.check = checked - matched;
   timings.deliver = performance.now() - checked;
   return failures;
+}
+
+/**
+ * Most delivery spans one batch makes: a batch reaching thousands of streams would otherwise
+ * make thousands of spans; past this, the batch span counts the deliveries left untraced.
+ */
+const MAX_DELIVERY_SPANS = 100;
+
+/**
+ * One PRODUCER span per stream and batch (not per event: with a thousand subscribers that
+ * would be a thousand spans per change), for handing the batch's events to the stream's buffer.
+ * It is a child of the active span (the feed's batch span, or the Subscribe call while it
+ * catches up) and links to the writers of the events it queued, so a trace backend leads from
+ * a write to every delivery of it; each event also carries its writer's traceparent to the
+ * subscriber. Time spent in the stream's buffer is not part of the span.
+ */
+function traceDelivery(
+  tracer: Tracer,
+  subscriber: Subscriber,
+  changes: readonly Change[],
+  startTime: number,
+): void {
+  const span: Span = tracer.startSpan('sluice.events.deliver', {
+    kind: SpanKind.PRODUCER,
+    startTime,
+    links: writerLinks(changes),
+    attributes: {
+      'sluice.events.count': changes.length,
+      'sluice.subscriber.role': subscriber.identity.role,
+      ...(subscriber.closed ? { 'sluice.subscriber.closed': true } : {}),
+    },
+  });
+  span.end();
 }
 
 /** Where the last dispatch spent its time (ms), for the hub's debug log. */

@@ -206,6 +206,7 @@ export class Subscriber {
       changedColumns: change.changedColumns.filter((c) => sent.has(c)),
       commitTime,
       traceId: change.traceId ?? '',
+      traceparent: change.traceparent ?? '',
     };
   }
 }

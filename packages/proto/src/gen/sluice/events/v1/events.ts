@@ -121,6 +121,12 @@ export interface ChangeEvent {
     | undefined;
   /** Trace id of the writing transaction (W3C, 32 hex digits), when it had one. */
   traceId: string;
+  /**
+   * W3C traceparent of the write (its SQL statement's or RPC's span on the data service:
+   * "00-<trace id>-<span id>-<flags>"), when it had one; empty otherwise. Pass it as the parent
+   * (or a link) of the span that processes this event to join the writer's trace.
+   */
+  traceparent: string;
 }
 
 export interface SnapshotRow {
@@ -457,6 +463,7 @@ function createBaseChangeEvent(): ChangeEvent {
     changedColumns: [],
     commitTime: undefined,
     traceId: "",
+    traceparent: "",
   };
 }
 
@@ -491,6 +498,9 @@ export const ChangeEvent: MessageFns<ChangeEvent> = {
     }
     if (message.traceId !== "") {
       writer.uint32(82).string(message.traceId);
+    }
+    if (message.traceparent !== "") {
+      writer.uint32(90).string(message.traceparent);
     }
     return writer;
   },
@@ -588,6 +598,14 @@ export const ChangeEvent: MessageFns<ChangeEvent> = {
             message.traceId = reader.string();
             continue;
           }
+          case 11: {
+            if (tag !== 90) {
+              break;
+            }
+
+            message.traceparent = reader.string();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -628,6 +646,7 @@ export const ChangeEvent: MessageFns<ChangeEvent> = {
         : isSet(object.trace_id)
         ? globalThis.String(object.trace_id)
         : "",
+      traceparent: isSet(object.traceparent) ? globalThis.String(object.traceparent) : "",
     };
   },
 
@@ -663,6 +682,9 @@ export const ChangeEvent: MessageFns<ChangeEvent> = {
     if (message.traceId !== "") {
       obj.traceId = message.traceId;
     }
+    if (message.traceparent !== "") {
+      obj.traceparent = message.traceparent;
+    }
     return obj;
   },
 
@@ -687,6 +709,7 @@ export const ChangeEvent: MessageFns<ChangeEvent> = {
       ? Timestamp.fromPartial(object.commitTime)
       : undefined;
     message.traceId = object.traceId ?? "";
+    message.traceparent = object.traceparent ?? "";
     return message;
   },
 };

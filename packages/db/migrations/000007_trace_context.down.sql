@@ -1,0 +1,1 @@
+comment on column sluice.change_log.trace_id is null;
