@@ -1,5 +1,6 @@
 import { Agent as HttpAgent, request as httpRequest, type IncomingMessage } from 'node:http';
 import { Agent as HttpsAgent, request as httpsRequest } from 'node:https';
+import { debuglog } from 'node:util';
 import pino from 'pino';
 import { Counter } from 'prom-client';
 import type { LokiSettings } from './log-settings';
@@ -42,6 +43,9 @@ interface Entry {
   readonly ts: string;
   readonly line: string;
 }
+
+/** NODE_DEBUG=sluice-loki: one line per push (size, time, outcome). */
+const debug = debuglog('sluice-loki');
 
 /** What became of a push: sent, rejected for good (4xx), or failed and worth retrying. */
 type Outcome = 'sent' | 'rejected' | { readonly failed: string };
@@ -91,6 +95,7 @@ export class LokiShipper {
   #queue: Entry[] = [];
   #queuedChars = 0;
   #timer: NodeJS.Timeout | undefined;
+  #timerDue = 0;
   #inFlight: Promise<void> | undefined;
   #abortInFlight: (() => void) | undefined;
   #failures = 0;
@@ -205,12 +210,16 @@ export class LokiShipper {
     );
   }
 
+  /** Arms the send timer, unless a push is running or the timer already fires as soon. */
   #schedule(delayMs: number): void {
     if (this.#inFlight) return;
+    const due = Date.now() + delayMs;
     if (this.#timer) {
-      if (delayMs > 0) return;
+      // Never push a pending send further out: re-arming on every line would starve it.
+      if (this.#timerDue <= due) return;
       clearTimeout(this.#timer);
     }
+    this.#timerDue = due;
     this.#timer = setTimeout(() => {
       this.#timer = undefined;
       this.#send(this.#settings.timeoutMs);
@@ -231,7 +240,15 @@ export class LokiShipper {
     this.#queuedChars -= chars;
     const controller = new AbortController();
     this.#abortInFlight = () => controller.abort();
+    const started = performance.now();
     this.#inFlight = this.#push(batch, timeoutMs, controller.signal).then((outcome) => {
+      debug(
+        'push of %d lines: %s in %d ms (%d buffered)',
+        n,
+        typeof outcome === 'string' ? outcome : outcome.failed,
+        Math.round(performance.now() - started),
+        this.#queue.length,
+      );
       this.#inFlight = undefined;
       this.#abortInFlight = undefined;
       this.#settle(batch, chars, outcome);

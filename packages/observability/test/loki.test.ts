@@ -142,6 +142,26 @@ describe('Loki shipping', () => {
     expect(loki.pushes).toHaveLength(1);
   });
 
+  it('keeps up with a steady stream of lines: full batches go out at once, nothing is dropped', async () => {
+    const loki = await receiver();
+    const logger = createLogger({
+      service: 'data',
+      level: 'info',
+      env: 'test',
+      loki: settings(loki.url, { batchIntervalMs: 5000, maxBufferedLines: 3000 }),
+      stdout: new Capture(),
+    });
+    const before = await dropped();
+    for (let i = 0; i < 6000; i++) {
+      logger.info({ i }, 'steady');
+      if (i % 50 === 49) await new Promise((resolve) => setImmediate(resolve));
+    }
+    // Twice the buffer was written: full batches of 1000 went out without waiting for the interval.
+    await flushLogs();
+    expect(await dropped()).toBe(before);
+    expect(loki.lines()).toHaveLength(6000);
+  });
+
   it('never writes secrets or row data, on stdout or to Loki', async () => {
     const loki = await receiver();
     const stdout = new Capture();
