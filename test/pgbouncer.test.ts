@@ -120,6 +120,9 @@ if (!PGBOUNCER) {
             'pid', pg_backend_pid())
         $$;
         grant execute on function public.pgb_whoami() to anon, authenticated, service_role;
+        create function public.pgb_slow(seconds float8) returns void language sql volatile
+          as $$ select pg_sleep(seconds) $$;
+        grant execute on function public.pgb_slow(float8) to authenticated;
         alter role sluice_authenticator in database ${db.name} set ${ROLE_SETTINGS.join(`;
         alter role sluice_authenticator in database ${db.name} set `)};`);
     } finally {
@@ -393,6 +396,36 @@ if (!PGBOUNCER) {
       } finally {
         ch.close();
         await prepared.close();
+      }
+    });
+
+    it('a cancelled call stops its statement on the server', async () => {
+      const admin = new pg.Client({ connectionString: db.url }); // directly, not through PgBouncer
+      await admin.connect();
+      const running = async () => {
+        const { rows } = await admin.query<{ n: number }>(
+          `select count(*)::int as n from pg_stat_activity
+            where datname = current_database() and state = 'active' and query like '%pgb_slow%'
+              and pid <> pg_backend_pid()`,
+        );
+        return rows[0]?.n ?? 0;
+      };
+      try {
+        const abort = new AbortController();
+        const call = c('alice').call(
+          { function: 'pgb_slow', args: [{ name: 'seconds', value: V.double(4) }] },
+          { signal: abort.signal },
+        );
+        call.catch(() => {});
+        await waitFor('the slow statement to run', async () => (await running()) === 1, { timeoutMs: 5_000 });
+        abort.abort();
+        await expect(call).rejects.toThrow();
+        const cancelledAt = performance.now();
+        await waitFor('the statement to stop', async () => (await running()) === 0, { timeoutMs: 6_000 });
+        // Directly, the service cancels it within milliseconds (services/data/test/cancellation.test.ts).
+        expect(performance.now() - cancelledAt).toBeLessThan(1_500);
+      } finally {
+        await admin.end();
       }
     });
   });
