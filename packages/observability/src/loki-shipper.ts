@@ -333,6 +333,11 @@ export class LokiShipper {
           clearTimeout(timer);
           reject(error);
         });
+        // Aborted or timed out mid-answer: settle even if no 'error' comes (a settled promise ignores it).
+        res.on('close', () => {
+          clearTimeout(timer);
+          if (!res.complete) reject(new Error('the answer was cut off'));
+        });
       });
       req.end(body);
     });
