@@ -428,5 +428,24 @@ if (!PGBOUNCER) {
         await admin.end();
       }
     });
+
+    // The catalog listener LISTENs on the pool's URL: through transaction pooling its LISTEN runs
+    // on whichever server connection serves that one statement, and the NOTIFY after DDL never
+    // reaches it. It needs a direct session (like the events service), so it needs its own URL.
+    it('DDL reaches the catalog (the LISTEN session for schema changes)', async () => {
+      const admin = new pg.Client({ connectionString: db.url });
+      await admin.connect();
+      try {
+        await admin.query(`create function public.pgb_added() returns int language sql stable as 'select 1';
+                           grant execute on function public.pgb_added() to authenticated;`);
+      } finally {
+        await admin.end();
+      }
+      await waitFor(
+        'the data service to see a function created after it started',
+        async () => (await c('alice').describeSchema({})).functions.some((f) => f.name === 'pgb_added'),
+        { timeoutMs: 5_000, intervalMs: 50 },
+      );
+    });
   });
 }
