@@ -36,7 +36,7 @@ async function dropped(): Promise<number> {
 }
 
 const receivers: LokiReceiver[] = [];
-async function receiver(mode?: 'hang'): Promise<LokiReceiver> {
+async function receiver(mode?: 'hang' | 'reject'): Promise<LokiReceiver> {
   const r = await startLokiReceiver({ mode });
   receivers.push(r);
   return r;
@@ -251,6 +251,28 @@ describe('Loki shipping', () => {
     expect(await dropped()).toBe(before + 501);
     expect(warnings.lines().length).toBeLessThanOrEqual(3);
     expect(warnings.text).toMatch(/Loki/);
+  });
+
+  it('Loki rejecting a push (4xx): its lines are dropped and counted at once, not retried', async () => {
+    const loki = await receiver('reject');
+    const warnings = new Capture();
+    const logger = createLogger({
+      service: 'data',
+      level: 'info',
+      env: 'test',
+      loki: settings(loki.url, { batchIntervalMs: 20 }),
+      stdout: new Capture(),
+      stderr: warnings,
+    });
+    const rejected = async () =>
+      (await logLinesDropped.get()).values.find((v) => v.labels.reason === 'rejected')?.value ?? 0;
+    const before = await rejected();
+    for (let i = 0; i < 5; i++) logger.info({ i }, 'refused line');
+    await loki.waitFor((l) => l.line.includes('refused line'));
+    await flushLogs();
+    expect(await rejected()).toBe(before + 5);
+    expect(loki.pushes).toHaveLength(1);
+    expect(warnings.text).toContain('HTTP 400: entry too far behind');
   });
 
   it('delivers what was buffered when Loki comes back', async () => {

@@ -31,8 +31,11 @@ export interface LokiReceiver {
 }
 
 export interface LokiReceiverOptions {
-  /** `hang`: accept pushes and never answer (a Loki that is stuck). Default `ok`: 204. */
-  readonly mode?: 'ok' | 'hang';
+  /**
+   * `hang`: accept pushes and never answer (a Loki that is stuck); `reject`: answer 400 like a
+   * Loki refusing the entries (kept in `pushes` all the same). Default `ok`: 204.
+   */
+  readonly mode?: 'ok' | 'hang' | 'reject';
   /** Listen on this port (default: any free one), e.g. to bring a "restarted" Loki back. */
   readonly port?: number;
 }
@@ -76,7 +79,8 @@ export async function startLokiReceiver(options: LokiReceiverOptions = {}): Prom
         return;
       }
       pushes.push({ headers: req.headers, body, lines });
-      res.writeHead(204).end();
+      if (options.mode === 'reject') res.writeHead(400).end('entry too far behind\n');
+      else res.writeHead(204).end();
       for (const wake of waiters) wake();
     });
   });
