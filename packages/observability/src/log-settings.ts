@@ -14,6 +14,8 @@ export interface LokiSettings {
   readonly timeoutMs: number;
   /** Lines held while Loki is slow or down; beyond it the oldest are dropped (and counted). */
   readonly maxBufferedLines: number;
+  /** Gzip each push (Loki ≥ 2.2 accepts `Content-Encoding: gzip`; JSON logs shrink ~10×). */
+  readonly gzip: boolean;
 }
 
 /** Log settings every service reads the same way. */
@@ -26,7 +28,7 @@ const PUSH_PATH = '/loki/api/v1/push';
 
 /**
  * Reads LOKI_URL, LOKI_USERNAME, LOKI_PASSWORD, LOKI_TENANT_ID, LOKI_BATCH_INTERVAL_MS,
- * LOKI_TIMEOUT_MS and LOKI_MAX_BUFFERED_LINES through a service's EnvReader; problems are
+ * LOKI_TIMEOUT_MS, LOKI_MAX_BUFFERED_LINES and LOKI_GZIP through a service's EnvReader; problems are
  * recorded on the reader. LOKI_URL may be Loki's base URL or the full push URL; credentials in
  * the URL are taken as basic auth when LOKI_USERNAME is not set. Problem messages never repeat
  * a password.
@@ -39,6 +41,7 @@ export function readLogSettings(r: EnvReader): LogSettings {
   const batchIntervalMs = r.int('LOKI_BATCH_INTERVAL_MS', 1000, { min: 10, max: 60_000 });
   const timeoutMs = r.int('LOKI_TIMEOUT_MS', 5000, { min: 100, max: 120_000 });
   const maxBufferedLines = r.int('LOKI_MAX_BUFFERED_LINES', 10_000, { min: 100, max: 1_000_000 });
+  const gzip = r.bool('LOKI_GZIP', true);
   if (raw === undefined) {
     const stray = [
       ['LOKI_USERNAME', username],
@@ -71,6 +74,6 @@ export function readLogSettings(r: EnvReader): LogSettings {
   url.password = '';
   if (!url.pathname.endsWith(PUSH_PATH)) url.pathname = url.pathname.replace(/\/+$/, '') + PUSH_PATH;
   return {
-    loki: { pushUrl: url.href, basicAuth, tenantId, batchIntervalMs, timeoutMs, maxBufferedLines },
+    loki: { pushUrl: url.href, basicAuth, tenantId, batchIntervalMs, timeoutMs, maxBufferedLines, gzip },
   };
 }

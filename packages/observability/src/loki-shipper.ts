@@ -1,6 +1,7 @@
 import { Agent as HttpAgent, request as httpRequest, type IncomingMessage } from 'node:http';
 import { Agent as HttpsAgent, request as httpsRequest } from 'node:https';
-import { debuglog } from 'node:util';
+import { debuglog, promisify } from 'node:util';
+import { gzip } from 'node:zlib';
 import pino from 'pino';
 import { Counter } from 'prom-client';
 import type { LokiSettings } from './log-settings';
@@ -44,6 +45,8 @@ interface Entry {
   readonly line: string;
 }
 
+const gzipAsync = promisify(gzip);
+
 /** NODE_DEBUG=sluice-loki: one line per push (size, time, outcome). */
 const debug = debuglog('sluice-loki');
 
@@ -84,7 +87,8 @@ const WARNING_INTERVAL_MS = 30_000;
  * push only prints to the console, so nothing could count drops; it starts a new push every
  * interval whether or not the previous one returned (a slow Loki accumulates up to
  * timeout/interval requests); it does not retry; and as a pino transport it runs a worker thread
- * per logger. Its wire format (one JSON push, nanosecond string timestamps) is the same.
+ * per logger. Its wire format (one JSON push, nanosecond string timestamps) is the same, here
+ * gzip-encoded unless LOKI_GZIP=false.
  */
 export class LokiShipper {
   readonly #settings: LokiSettings;
@@ -290,8 +294,11 @@ export class LokiShipper {
       }
       stream.values.push([entry.ts, entry.line]);
     }
-    const body = JSON.stringify({ streams: [...streams.values()] });
+    const json = JSON.stringify({ streams: [...streams.values()] });
     try {
+      // zlib's async gzip runs on libuv's thread pool, not the event loop; level 1 is fast and
+      // still shrinks JSON lines several times.
+      const body = this.#settings.gzip ? await gzipAsync(json, { level: 1 }) : Buffer.from(json);
       const { status, text } = await this.#post(body, timeoutMs, signal);
       if (status >= 200 && status < 300) return 'sent';
       if (status === 429 || status >= 500) return { failed: `HTTP ${status}: ${text}` };
@@ -302,13 +309,17 @@ export class LokiShipper {
     }
   }
 
-  #post(body: string, timeoutMs: number, signal: AbortSignal): Promise<{ status: number; text: string }> {
+  #post(body: Buffer, timeoutMs: number, signal: AbortSignal): Promise<{ status: number; text: string }> {
     return new Promise((resolve, reject) => {
       const send = this.#url.protocol === 'https:' ? httpsRequest : httpRequest;
       const req = send(this.#url, {
         method: 'POST',
         agent: this.#agent,
-        headers: { ...this.#headers, 'content-length': Buffer.byteLength(body) },
+        headers: {
+          ...this.#headers,
+          ...(this.#settings.gzip ? { 'content-encoding': 'gzip' } : {}),
+          'content-length': body.length,
+        },
         signal,
       });
       const timer = setTimeout(() => req.destroy(new Error(`no answer within ${timeoutMs} ms`)), timeoutMs);

@@ -34,6 +34,7 @@ describe('readLogSettings', () => {
       batchIntervalMs: 1000,
       timeoutMs: 5000,
       maxBufferedLines: 10_000,
+      gzip: true,
     };
     expect(read({ LOKI_URL: 'http://loki:3100' }).loki).toEqual(expected);
     expect(read({ LOKI_URL: 'http://loki:3100/' }).loki).toEqual(expected);
@@ -52,6 +53,7 @@ describe('readLogSettings', () => {
       LOKI_BATCH_INTERVAL_MS: '250',
       LOKI_TIMEOUT_MS: '2000',
       LOKI_MAX_BUFFERED_LINES: '500',
+      LOKI_GZIP: 'false',
     }).loki;
     expect(loki).toEqual({
       pushUrl: 'https://logs.example/loki/api/v1/push',
@@ -60,6 +62,7 @@ describe('readLogSettings', () => {
       batchIntervalMs: 250,
       timeoutMs: 2000,
       maxBufferedLines: 500,
+      gzip: false,
     });
   });
 

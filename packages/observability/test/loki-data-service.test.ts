@@ -43,6 +43,7 @@ describe('data service logs in Loki', () => {
         batchIntervalMs: 50,
         timeoutMs: 2000,
         maxBufferedLines: 10_000,
+        gzip: false,
       },
       stdout: {
         write(line: string) {
@@ -90,6 +91,8 @@ describe('data service logs in Loki', () => {
       service: 'data',
     });
     await flushLogs();
+    // LOKI_GZIP=false: plain JSON bodies.
+    expect(loki.pushes.every((p) => p.headers['content-encoding'] === undefined)).toBe(true);
     const sent = loki.pushes.map((p) => p.body).join('\n');
     expect(stdout).toContain(requestId);
     for (const text of [sent, stdout]) {

@@ -25,6 +25,7 @@ async function timeProcess(flushMs: number | undefined): Promise<{ ms: number; s
     batchIntervalMs: 10,
     timeoutMs: 60_000,
     maxBufferedLines: 1000,
+    gzip: true,
   };
   const script = `
     import { createLogger, flushLogs } from '@sluice/observability';

@@ -27,6 +27,7 @@ function settings(url: string, more: Partial<LokiSettings> = {}): LokiSettings {
     batchIntervalMs: 50,
     timeoutMs: 1000,
     maxBufferedLines: 10_000,
+    gzip: true,
     ...more,
   };
 }
@@ -100,6 +101,7 @@ describe('Loki shipping', () => {
     const push = loki.pushes[0]!;
     expect(push.headers.authorization).toBe(`Basic ${Buffer.from('u1:p1').toString('base64')}`);
     expect(push.headers['x-scope-orgid']).toBe('team-a');
+    expect(push.headers['content-encoding']).toBe('gzip');
 
     // stdout has the same JSON lines: level by name, time in epoch milliseconds.
     const out = stdout.lines();
