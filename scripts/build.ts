@@ -22,7 +22,11 @@ import { fileURLToPath } from 'node:url';
 import { build, type Metafile, type Plugin } from 'esbuild';
 
 const root = fileURLToPath(new URL('../', import.meta.url));
-const outdir = path.join(root, 'dist');
+/** `--outdir DIR` (tests build elsewhere); default dist/. Asset URLs are rewritten relative to it. */
+const outdirFlag = process.argv.indexOf('--outdir');
+const outdir = path.resolve(
+  outdirFlag > 0 ? (process.argv[outdirFlag + 1] ?? 'dist') : path.join(root, 'dist'),
+);
 
 /** Output name → source. The preload is optional until packages/observability provides it. */
 const ENTRIES: Record<string, { source: string; optional?: boolean }> = {
@@ -160,7 +164,9 @@ async function main(): Promise<void> {
   await writeFile(path.join(outdir, 'assets.json'), `${JSON.stringify({ files }, null, 2)}\n`);
   const outputs = Object.keys(result.metafile.outputs).filter((f) => f.endsWith('.js'));
   process.stdout.write(
-    `build: ${outputs.length} files in dist/ (${Object.keys(entryPoints)
+    `build: ${outputs.length} files in ${path.relative(process.cwd(), outdir) || '.'}/ (${Object.keys(
+      entryPoints,
+    )
       .map((n) => `${n}.js`)
       .join(', ')}); runtime files: ${files.join(', ')}\n`,
   );
