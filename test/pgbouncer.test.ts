@@ -97,6 +97,8 @@ if (!PGBOUNCER) {
     startDataServer(
       loadDataConfig({
         DATABASE_URL: viaBouncer(),
+        // The catalog's LISTEN session (reload after DDL) connects directly, as documented.
+        DATABASE_SESSION_URL: db.appUrl,
         DATA_GRPC_ADDRESS: '127.0.0.1:0',
         JWT_SECRET: TEST_JWT_SECRET,
         LOG_LEVEL: process.env.TEST_LOG_LEVEL ?? 'silent',
@@ -429,9 +431,9 @@ if (!PGBOUNCER) {
       }
     });
 
-    // The catalog listener LISTENs on the pool's URL: through transaction pooling its LISTEN runs
-    // on whichever server connection serves that one statement, and the NOTIFY after DDL never
-    // reaches it. It needs a direct session (like the events service), so it needs its own URL.
+    // Through transaction pooling a LISTEN runs on whichever server connection serves that one
+    // statement, and the NOTIFY after DDL never reaches it: the catalog listener connects
+    // directly (DATABASE_SESSION_URL), so schema changes still reach the service.
     it('DDL reaches the catalog (the LISTEN session for schema changes)', async () => {
       const admin = new pg.Client({ connectionString: db.url });
       await admin.connect();

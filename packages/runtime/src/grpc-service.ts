@@ -121,7 +121,8 @@ export async function startGrpcService<S extends GrpcServiceSettings>(
       unregisterPool();
     });
     const catalog = await CatalogWatcher.start({
-      connectionString: settings.databaseUrl,
+      // Its LISTEN needs a session of its own: not through a transaction-mode pooler.
+      connectionString: settings.sessionDatabaseUrl,
       schemas: settings.schemas,
       roles: settings.auth.allowedRoles,
       logger,

@@ -48,7 +48,7 @@ export async function startEventsServer(
         );
         const feed = await ChangeFeed.start({
           pool,
-          listenConnectionString: config.databaseUrl,
+          listenConnectionString: config.sessionDatabaseUrl,
           batchSize: feedBatchSize,
           probeIntervalMs: config.feed.probeIntervalMs,
           pollIntervalMs: config.feed.pollIntervalMs,
