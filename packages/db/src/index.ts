@@ -9,6 +9,13 @@ export {
   runSqlFile,
 } from './bootstrap';
 export {
+  type BreakerSettings,
+  type BreakerState,
+  ConnectionBreaker,
+  DEFAULT_BREAKER_SETTINGS,
+  isConnectFailure,
+} from './breaker';
+export {
   type CatalogColumn,
   type CatalogForeignKey,
   type CatalogFunction,
@@ -19,13 +26,6 @@ export {
   SchemaCatalog,
   type TablePrivileges,
 } from './catalog';
-export {
-  type BreakerSettings,
-  type BreakerState,
-  ConnectionBreaker,
-  DEFAULT_BREAKER_SETTINGS,
-  isConnectFailure,
-} from './breaker';
 export { CatalogWatcher, type CatalogWatcherOptions } from './catalog-watcher';
 export {
   Database,
