@@ -1,4 +1,4 @@
-import { type Span, SpanKind, type Tracer, trace } from '@opentelemetry/api';
+import { context, type Span, SpanKind, SpanStatusCode, type Tracer, trace } from '@opentelemetry/api';
 import { type Change, type ChangeBatch, writerLinks } from '@sluice/changes';
 import type { Database } from '@sluice/db';
 import { recordingTracerFor } from '@sluice/observability';
@@ -58,7 +58,11 @@ export async function dispatchBatch(
     if (list) wanted.set(subscriber, list);
   }
   const matched = performance.now();
-  if (checks.length > 0) await checkVisibility(db, checks, signal, visibilityParallelism(db));
+  if (checks.length > 0) {
+    await inStepSpan('sluice.events.visibility', checks.length, () =>
+      checkVisibility(db, checks, signal, visibilityParallelism(db)),
+    );
+  }
   // Filters memory cannot decide go to PostgreSQL, for the versions the subscriber may see only.
   const filters: SqlFilterCheck[] = [];
   for (const [subscriber, list] of wanted) {
@@ -78,7 +82,9 @@ export async function dispatchBatch(
       w.filter = filter;
     }
   }
-  if (filters.length > 0) await matchInDatabase(db, filters, signal);
+  if (filters.length > 0) {
+    await inStepSpan('sluice.events.sql_filters', filters.length, () => matchInDatabase(db, filters, signal));
+  }
   const checked = performance.now();
   // Delivery spans only beneath a sampled batch (or catch-up call) span; see traceDelivery.
   const tracer = recordingTracerFor('@sluice/events');
@@ -113,6 +119,31 @@ export async function dispatchBatch(
   timings.check = checked - matched;
   timings.deliver = performance.now() - checked;
   return failures;
+}
+
+/** Most SQL spans a dispatch step (visibility checks, SQL filters) makes beneath a sampled batch. */
+const MAX_STEP_SQL_SPANS = 20;
+
+/**
+ * Runs a dispatch step that queries per (subscriber, table) inside one INTERNAL span, when the
+ * batch is traced. A batch for a thousand subscribers runs a thousand such queries: past
+ * MAX_STEP_SQL_SPANS the step's own span stands for them (their count in `sluice.events.queries`)
+ * and the statements beneath it make no spans (the step runs under a non-recording copy of its
+ * span, which the Database's SQL spans take as "not sampled").
+ */
+async function inStepSpan<T>(name: string, queries: number, fn: () => Promise<T>): Promise<T> {
+  const tracer = recordingTracerFor('@sluice/events');
+  if (!tracer) return fn();
+  const span = tracer.startSpan(name, { attributes: { 'sluice.events.queries': queries } });
+  const active = queries > MAX_STEP_SQL_SPANS ? trace.wrapSpanContext(span.spanContext()) : span;
+  try {
+    return await context.with(trace.setSpan(context.active(), active), fn);
+  } catch (error) {
+    span.setStatus({ code: SpanStatusCode.ERROR });
+    throw error;
+  } finally {
+    span.end();
+  }
 }
 
 /**

@@ -113,6 +113,17 @@ it('follows an Insert from the caller to the delivered ChangeEvent', async () =>
     expect(delivery?.kind).toBe(SpanKind.PRODUCER);
     expect(delivery?.parentSpanContext?.spanId).toBe(batch?.spanContext().spanId);
     expect(delivery?.attributes['sluice.events.count']).toBeGreaterThanOrEqual(1);
+    // Alice's RLS check of the batch: a step span with its SQL beneath, in the batch's trace.
+    const batchSpanId = batch?.spanContext().spanId;
+    const [visibility] = await spansWhere(
+      (s) => s.name === 'sluice.events.visibility' && s.parentSpanContext?.spanId === batchSpanId,
+    );
+    const checkSql = await spansWhere(
+      (s) =>
+        s.instrumentationScope.name === '@sluice/db' &&
+        s.parentSpanContext?.spanId === visibility?.spanContext().spanId,
+    );
+    expect(checkSql.length).toBeGreaterThan(0);
 
     // No span anywhere holds a value the statements were given, nor a token or a user id.
     const everything = JSON.stringify(
