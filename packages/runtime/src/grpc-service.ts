@@ -105,7 +105,7 @@ export async function startGrpcService<S extends GrpcServiceSettings>(
     }
   };
   try {
-    const { preparedStatements, idleInTransactionTimeoutMs: _, ...poolSettings } = settings.pool;
+    const { preparedStatements, idleInTransactionTimeoutMs: _, breaker, ...poolSettings } = settings.pool;
     const pool = createPool({
       ...poolSettings,
       connectionString: poolConnectionString(settings.databaseUrl, settings.pool),
@@ -115,6 +115,8 @@ export async function startGrpcService<S extends GrpcServiceSettings>(
     const db = new Database(pool, {
       statementTimeoutMs: spec.statementTimeoutMs,
       preparedStatementsPerConnection: preparedStatements,
+      breaker,
+      logger,
     });
     closers.push(async () => {
       await db.close();
