@@ -40,7 +40,7 @@ export interface Change {
   /** W3C trace id of the writing call (from `traceparent`, or as stored when tracing was off). */
   readonly traceId: string | null;
   /**
-   * W3C traceparent of the writer (its SQL statement's or call's span; version 00), when the
+   * W3C traceparent of the writer (its SQL statement's or call's span, or the caller's), when the
    * change log holds one; null when only a trace id (or nothing) was stored.
    */
   readonly traceparent: string | null;
@@ -144,7 +144,7 @@ select w.seq::text, w.last_id::text, c.id::text, c.xid::text, c.schema, c."table
  order by w.seq, c.id
  limit $5`;
 
-const TRACEPARENT_RE = /^00-([\da-f]{32})-[\da-f]{16}-[\da-f]{2}$/;
+const TRACEPARENT_RE = /^[\da-f]{2}-([\da-f]{32})-[\da-f]{16}-[\da-f]{2}$/;
 
 /**
  * The change log's trace column holds the writer's traceparent (`sluice.trace_id`, set by the
