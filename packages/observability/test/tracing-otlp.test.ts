@@ -94,6 +94,24 @@ describe.each(['http/json', 'http/protobuf'] as const)('OTLP over %s', (protocol
       scope: '@sluice/db',
       attributes: { 'db.system.name': 'postgresql', 'db.operation.name': 'SELECT' },
     });
+    // A server-streaming call: its handler is an async generator, stepped by nice-grpc; the
+    // cursor's SQL span is still the call's child.
+    const streamTrace = randomBytes(16).toString('hex');
+    const stream = client.selectStream(
+      { query: { table: 'posts', columns: ['id'], limit: 3 }, chunkSize: 1 },
+      {
+        metadata: Metadata({
+          authorization: `Bearer ${token}`,
+          traceparent: `00-${streamTrace}-${parent}-01`,
+        }),
+      },
+    );
+    for await (const _ of stream) void _;
+    const streamRpc = await receiver.waitFor((s) => s.traceId === streamTrace && s.kind === 2);
+    expect(streamRpc.name).toBe('sluice.data.v1.DataService/SelectStream');
+    const cursor = await receiver.waitFor((s) => s.traceId === streamTrace && s.kind === 3);
+    expect(cursor).toMatchObject({ name: 'SELECT public.posts', parentSpanId: streamRpc.spanId });
+
     const sent = receiver.exports.filter((e) => e.spans.some((s) => s.traceId === traceId));
     expect(sent.every((e) => e.encoding === (protocol === 'http/json' ? 'json' : 'protobuf'))).toBe(true);
     expect(sent.every((e) => e.headers['x-api-key'] === 'otlp secret')).toBe(true);
