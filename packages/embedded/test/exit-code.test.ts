@@ -18,3 +18,21 @@ it('a process importing @sluice/embedded keeps its exit code', () => {
   expect(run.stderr).not.toContain('TypeError');
   expect(run.status).toBe(3);
 });
+
+// Its signal handlers stopped the cluster and exited at once (status 143 on SIGTERM), before the
+// launcher could drain: a process importing @sluice/embedded handles its own signals.
+it('a process importing @sluice/embedded ends on SIGTERM the way it chose to', () => {
+  const script = [
+    "await import('@sluice/embedded');",
+    "process.on('SIGTERM', () => { setTimeout(() => process.exit(7), 50); });",
+    "setTimeout(() => process.kill(process.pid, 'SIGTERM'), 50);",
+    'setTimeout(() => {}, 5000);',
+  ].join(' ');
+  const run = spawnSync(process.execPath, ['--import', 'tsx', '--input-type=module', '--eval', script], {
+    cwd: ROOT,
+    encoding: 'utf8',
+    timeout: 60_000,
+  });
+  expect(run.signal).toBeNull();
+  expect(run.status).toBe(7);
+});
