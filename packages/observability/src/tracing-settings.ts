@@ -56,7 +56,7 @@ export interface TracingSettings {
  * Reads the standard OpenTelemetry variables through a service's EnvReader (problems are
  * recorded on the reader): OTEL_SDK_DISABLED, OTEL_TRACES_EXPORTER (`otlp` or `none`),
  * OTEL_EXPORTER_OTLP_ENDPOINT / OTEL_EXPORTER_OTLP_TRACES_ENDPOINT, OTEL_EXPORTER_OTLP[_TRACES]_PROTOCOL
- * (`http/protobuf`, the default, or `http/json`; `grpc` is refused with a clear message),
+ * (`http/protobuf`, the default, or `http/json`; `grpc` with an endpoint is refused with a clear message),
  * OTEL_EXPORTER_OTLP[_TRACES]_HEADERS and _TIMEOUT, OTEL_SERVICE_NAME, OTEL_RESOURCE_ATTRIBUTES,
  * OTEL_TRACES_SAMPLER / OTEL_TRACES_SAMPLER_ARG and OTEL_BSP_*. Tracing is on only when an
  * endpoint is set. Problem messages never repeat a header value.
@@ -74,7 +74,8 @@ export function readTracingSettings(r: EnvReader): TracingSettings {
     ? 'OTEL_EXPORTER_OTLP_TRACES_PROTOCOL'
     : 'OTEL_EXPORTER_OTLP_PROTOCOL';
   const rawProtocol = r.string(protocolVar, 'http/protobuf');
-  if (rawProtocol === 'grpc') {
+  // Refused only where it would be used: a shared environment may name grpc for other programs.
+  if (rawProtocol === 'grpc' && url !== undefined && !disabled && exporter === 'otlp') {
     r.problem(
       `${protocolVar}=grpc is not supported: Sluice exports over OTLP/HTTP; set http/protobuf (the default) or http/json and the collector's HTTP endpoint (port 4318)`,
     );

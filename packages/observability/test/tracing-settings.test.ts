@@ -53,6 +53,8 @@ describe('loadTracingSettings', () => {
     expect((error as ConfigError).problems).toEqual([
       expect.stringMatching(/grpc is not supported.*http\/protobuf/),
     ]);
+    // Where tracing is off anyway, a grpc setting meant for other programs is no error.
+    expect(loadTracingSettings({ OTEL_EXPORTER_OTLP_PROTOCOL: 'grpc' }).enabled).toBe(false);
   });
 
   it('reports every bad value at once, never repeating a header value', () => {
