@@ -58,10 +58,15 @@ export interface StartTracingOptions {
 /**
  * Starts tracing when the settings turn it on (or an `exporter` is given); resolves true when
  * tracing runs. Idempotent: when tracing already runs (the `--import` preload started it), the
- * running provider is kept and these options are ignored.
+ * running provider is kept and only `logger` is taken (service.name then comes from
+ * OTEL_SERVICE_NAME, or is "sluice").
  */
 export function startTracing(options: StartTracingOptions): Promise<boolean> {
-  if (state.provider) return Promise.resolve(true);
+  if (state.provider) {
+    // Started by the preload, which has no logger: export failures go to this one from now on.
+    if (options.logger) reportTo(options.logger);
+    return Promise.resolve(true);
+  }
   if (state.starting) return state.starting;
   const wanted = options.exporter ? !options.settings.sdkDisabled : options.settings.enabled;
   if (!wanted) return Promise.resolve(false);
@@ -115,26 +120,27 @@ async function start(options: StartTracingOptions): Promise<boolean> {
     sampler: linkAwareSampler(sdk, settings),
     spanProcessors: [processor],
   });
-  if (options.logger) {
-    const logger = options.logger;
-    // The exporters report failures through diag; only warnings and errors, never the request.
-    diag.setLogger(
-      {
-        error: (message) => logger.warn({ component: 'otel' }, `tracing: ${message}`),
-        warn: (message) => logger.warn({ component: 'otel' }, `tracing: ${message}`),
-        info: () => {},
-        debug: () => {},
-        verbose: () => {},
-      },
-      { suppressOverrideMessage: true },
-    );
-  }
+  if (options.logger) reportTo(options.logger);
   context.setGlobalContextManager(new hooks.AsyncLocalStorageContextManager().enable());
   propagation.setGlobalPropagator(new core.W3CTraceContextPropagator());
   trace.setGlobalTracerProvider(provider);
   state.provider = provider;
   state.generation += 1;
   return true;
+}
+
+/** Export failures (reported by the SDK through diag) go to `logger` at warn; never a request's data. */
+function reportTo(logger: Logger): void {
+  diag.setLogger(
+    {
+      error: (message) => logger.warn({ component: 'otel' }, `tracing: ${message}`),
+      warn: (message) => logger.warn({ component: 'otel' }, `tracing: ${message}`),
+      info: () => {},
+      debug: () => {},
+      verbose: () => {},
+    },
+    { suppressOverrideMessage: true },
+  );
 }
 
 /**

@@ -1,6 +1,7 @@
 import { setTimeout as delay } from 'node:timers/promises';
 import { ROOT_CONTEXT, SpanKind, SpanStatusCode, TraceFlags, trace } from '@opentelemetry/api';
 import { InMemorySpanExporter } from '@opentelemetry/sdk-trace';
+import pino from 'pino';
 import { afterEach, describe, expect, it } from 'vitest';
 import {
   bindIterator,
@@ -161,5 +162,24 @@ describe('sampling', () => {
     expect(parseTraceparent(`00-${'0'.repeat(32)}-${'b'.repeat(16)}-01`)).toBeUndefined();
     expect(parseTraceparent('01-abc')).toBeUndefined();
     expect(parseTraceparent(undefined)).toBeUndefined();
+  });
+});
+
+describe('export failures', () => {
+  it('are reported on the logger given, also when the preload started tracing', async () => {
+    const lines: Record<string, unknown>[] = [];
+    const logger = pino({ level: 'warn' }, { write: (line: string) => lines.push(JSON.parse(line)) });
+    // Nothing listens on port 9 of the loopback: every export fails at once.
+    const settings = loadTracingSettings({
+      OTEL_EXPORTER_OTLP_ENDPOINT: 'http://127.0.0.1:9',
+      OTEL_EXPORTER_OTLP_TIMEOUT: '300',
+      OTEL_BSP_SCHEDULE_DELAY: '10',
+    });
+    expect(await startTracing({ settings })).toBe(true);
+    expect(await startTracing({ settings, logger })).toBe(true);
+    tracerFor('@sluice/test')?.startSpan('lost').end();
+    for (let i = 0; i < 100 && lines.length === 0; i++) await delay(50);
+    expect(lines[0]).toMatchObject({ level: 40, component: 'otel' });
+    expect(String(lines[0]?.msg)).toMatch(/^tracing: /);
   });
 });
