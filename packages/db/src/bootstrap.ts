@@ -78,14 +78,25 @@ async function grantTrackingTables(connectionString: string): Promise<void> {
 /**
  * True unless the database's core schema is at a version this build has no migration for: the
  * core migrations were folded once (the project is unreleased), so a database migrated with the
- * earlier numbering (core versions 7-11) cannot be brought up to date and must be recreated.
+ * earlier numbering (core versions 4-11, where 6 and 7 meant other migrations) cannot be
+ * brought up to date and must be recreated.
  */
 export async function coreSchemaKnown(connectionString: string): Promise<boolean> {
   const [state, files] = await Promise.all([
     new Migrator({ connectionString, dir: CORE_MIGRATIONS_DIR, table: CORE_MIGRATIONS_TABLE }).version(),
     listMigrations(CORE_MIGRATIONS_DIR),
   ]);
-  return state.version === null || files.some((m) => m.version === state.version);
+  if (state.version === null) return true;
+  if (!files.some((m) => m.version === state.version)) return false;
+  // Versions 6 and 7 existed under the old numbering too (other migrations then): the folded
+  // 000006 is the one that made sluice.refresh_version_check.
+  if (state.version < 6) return true;
+  return withSession({ connectionString, applicationName: 'sluice-launcher' }, async (client) => {
+    const { rows } = await client.query(
+      "select to_regprocedure('sluice.refresh_version_check(regclass)') is not null as folded",
+    );
+    return rows[0]?.folded === true;
+  });
 }
 
 /** True when neither migration set has anything pending and neither is dirty. */

@@ -36,8 +36,16 @@ export const MAX_TRANSACTION_OPERATIONS = 100;
 type Context = CallContext & AuthenticatedContext;
 
 function scopeOf(context: Context, readOnly: boolean): RequestScope {
-  const { signal, deadline, traceId } = context.sluice;
-  return { identity: context.identity, readOnly, signal, deadline, ...(traceId ? { traceId } : {}) };
+  const { signal, deadline, traceId, traceparent } = context.sluice;
+  return {
+    identity: context.identity,
+    readOnly,
+    signal,
+    deadline,
+    ...(traceId ? { traceId } : {}),
+    // With tracing off, the caller's own traceparent is what changes carry to subscribers.
+    ...(traceparent ? { traceparent } : {}),
+  };
 }
 
 type OperationResponse = data.OperationResult['kind'];
