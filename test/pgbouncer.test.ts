@@ -149,8 +149,9 @@ if (!PGBOUNCER) {
         `auth_file = ${path.join(dir, 'userlist.txt')}`,
         'pool_mode = transaction',
         // One server connection for every client: each request of every user runs on it, in turn.
+        // (No max_db_connections: PgBouncer forwards a cancel request on a connection of its own,
+        // beyond the pool size, which a database-wide cap of 1 would queue behind the query.)
         'default_pool_size = 1',
-        'max_db_connections = 1',
         'max_client_conn = 100',
         'ignore_startup_parameters = options,idle_in_transaction_session_timeout',
         'server_reset_query =',

@@ -1,10 +1,11 @@
+import { connect } from 'node:net';
 import { abortError, type Identity, SluiceError } from '@sluice/core';
 import { endSqlSpan, startSqlSpan, trackSqlSpan, writerTraceContext } from '@sluice/observability';
 import type pg from 'pg';
 import type { Logger } from 'pino';
 import { type BreakerSettings, ConnectionBreaker, DEFAULT_BREAKER_SETTINGS } from './breaker';
 import { mapPgError } from './errors';
-import { releaseClient, withSession } from './session';
+import { releaseClient } from './session';
 import { StatementCache } from './statement-cache';
 
 /** A compiled statement: SQL text with $n placeholders and its parameters. */
@@ -73,6 +74,14 @@ function beginFor(scope: RequestScope): { name: string; text: string } {
   return scope.readOnly ? BEGIN_READ_ONLY : BEGIN;
 }
 
+/**
+ * The statement as sent: named (prepared once per connection) or, with preparing off, unnamed —
+ * a transaction-mode pooler (PgBouncer) hands each transaction a different server connection,
+ * where a name prepared on another one does not exist or already does.
+ */
+const asSent = (statement: { name: string; text: string }, prepare: boolean) =>
+  prepare ? statement : { text: statement.text };
+
 // A deadline this close is treated as already passed: the round trip alone would overrun it.
 const DEADLINE_MARGIN_MS = 5;
 
@@ -84,12 +93,15 @@ const DEADLINE_MARGIN_MS = 5;
 export class Database {
   private readonly statements: StatementCache;
   private readonly breaker: ConnectionBreaker;
+  /** DB_PREPARED_STATEMENTS > 0: request and transaction statements are prepared by name. */
+  private readonly prepare: boolean;
 
   constructor(
     readonly pool: pg.Pool,
     private readonly options: DatabaseOptions,
   ) {
     this.statements = new StatementCache(options.preparedStatementsPerConnection ?? 200);
+    this.prepare = (options.preparedStatementsPerConnection ?? 200) > 0;
     this.breaker = new ConnectionBreaker(pool, {
       ...(options.breaker ?? DEFAULT_BREAKER_SETTINGS),
       ...(options.logger ? { logger: options.logger } : {}),
@@ -122,11 +134,12 @@ export class Database {
           scope,
           timeoutMs,
           writerTraceContext(callerTrace(scope), statements.length === 1 ? spans[0] : undefined),
+          this.prepare,
         ),
         ...statements.map((s, i) =>
           trackSqlSpan(spans[i], client.query(arrayQuery(s, this.statements.nameFor(client, s.sql)))),
         ),
-        client.query(COMMIT),
+        client.query(asSent(COMMIT, this.prepare)),
       ]);
       const settled = await Promise.allSettled(pending);
       const failed = settled.find((s) => s.status === 'rejected');
@@ -160,7 +173,7 @@ export class Database {
     try {
       // Sent without waiting: the first statement of `fn` follows in the same round trip.
       const [begin, settings] = corked(client, () =>
-        openTransaction(client, scope, timeoutMs, writerTraceContext(callerTrace(scope))),
+        openTransaction(client, scope, timeoutMs, writerTraceContext(callerTrace(scope)), this.prepare),
       );
       const ready = Promise.all([begin, settings]);
       ready.catch(() => {});
@@ -220,6 +233,7 @@ export class Database {
           { ...scope, readOnly: true },
           timeoutMs,
           writerTraceContext(callerTrace(scope)),
+          this.prepare,
         ),
         client.query({
           text: `declare sluice_stream no scroll cursor for ${query.sql}`,
@@ -308,7 +322,7 @@ export class Database {
     client: pg.PoolClient,
     signal: AbortSignal,
   ): { stop(): void; readonly sent: boolean } {
-    const pid = (client as unknown as { processID: number }).processID;
+    const { processID: pid, secretKey } = client as unknown as { processID: number; secretKey: number };
     const connectionString = this.pool.options.connectionString as string;
     const state = {
       sent: false,
@@ -316,22 +330,46 @@ export class Database {
     };
     const onAbort = () => {
       state.sent = true;
-      void cancelBackend(connectionString, pid);
+      void cancelBackend(connectionString, pid, secretKey);
     };
     signal.addEventListener('abort', onAbort, { once: true });
     return state;
   }
 }
 
-async function cancelBackend(connectionString: string, pid: number): Promise<void> {
-  try {
-    await withSession({ connectionString, applicationName: 'sluice-cancel' }, (c) =>
-      c.query('select pg_cancel_backend($1)', [pid]),
-    );
-  } catch {
-    // Best effort: the statement timeout still bounds the statement.
-  }
+/**
+ * Sends PostgreSQL's protocol CancelRequest for the session `pid`/`secretKey` (what psql's
+ * Ctrl-C sends) on a connection of its own, to the same host and port or Unix socket as the
+ * pool. Unlike `pg_cancel_backend` it needs no login and no free server connection, and it
+ * reaches the right server session through PgBouncer too, which maps its own key to the server
+ * connection running the query. Best effort: the statement timeout still bounds the statement.
+ */
+async function cancelBackend(connectionString: string, pid: number, secretKey: number): Promise<void> {
+  const url = new URL(connectionString);
+  const socketDir = url.searchParams.get('host');
+  const port = Number(url.port || 5432);
+  const message = Buffer.alloc(16);
+  message.writeInt32BE(16, 0);
+  message.writeInt32BE(CANCEL_REQUEST_CODE, 4);
+  message.writeInt32BE(pid, 8);
+  message.writeInt32BE(secretKey, 12);
+  await new Promise<void>((resolve) => {
+    const socket = socketDir?.startsWith('/')
+      ? connect(`${socketDir}/.s.PGSQL.${port}`)
+      : connect(port, url.hostname.replace(/^\[|\]$/g, '') || '127.0.0.1');
+    // Written, then held open until the other end closes it, as libpq's PQcancel does: a pooler
+    // that must first open a server connection to forward the request (PgBouncer) drops a
+    // request whose client hung up meanwhile.
+    socket.once('connect', () => socket.write(message));
+    socket.once('close', () => resolve());
+    socket.once('error', () => resolve());
+    socket.setTimeout(CANCEL_TIMEOUT_MS, () => socket.destroy());
+  });
 }
+
+// The CancelRequest code (1234 << 16 | 5678) and how long sending one may take.
+const CANCEL_REQUEST_CODE = 80877102;
+const CANCEL_TIMEOUT_MS = 5_000;
 
 /**
  * Runs `fn` (which issues pipelined queries) with the connection's socket corked, so the many
@@ -365,6 +403,7 @@ function openTransaction(
   scope: RequestScope,
   timeoutMs: number,
   traceContext: string,
+  prepare: boolean,
 ): [Promise<pg.QueryResult>, Promise<pg.QueryResult>] {
   const values = [
     scope.identity.role,
@@ -373,8 +412,8 @@ function openTransaction(
     traceContext,
   ];
   return [
-    client.query(beginFor(scope)),
-    client.query({ name: SETTINGS_STATEMENT, text: SETTINGS_SQL, values }),
+    client.query(asSent(beginFor(scope), prepare)),
+    client.query({ ...asSent({ name: SETTINGS_STATEMENT, text: SETTINGS_SQL }, prepare), values }),
   ];
 }
 
