@@ -179,6 +179,9 @@ export async function startGrpcService<S extends GrpcServiceSettings>(
         server.health.setStatus(now ? 'healthy' : 'unhealthy', spec.grpcService);
       },
       stopHealth.signal,
+      // Checked every 5 s while ready (a lost database shows in /readyz within that), every 2 s
+      // while not (recovery shows quickly). Each check is one short session.
+      { readyMs: 5_000, notReadyMs: 2_000 },
     );
 
     return {
