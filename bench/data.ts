@@ -50,8 +50,8 @@ const DEFAULTS: DataBenchOptions = {
   adminUrl: undefined,
   concurrency: 64,
   warmupSeconds: 2,
-  measureSeconds: 8,
-  rounds: 4,
+  measureSeconds: 12,
+  rounds: 6,
   inProcess: false,
   serverNodeFlags: [],
   serverEnv: {},
@@ -241,7 +241,10 @@ export async function runDataBench(
     const samples = new Map<string, LoadSample[]>(selected.map((c) => [c.key, []]));
     const rounds = Math.max(1, Math.floor(options.rounds));
     for (let round = 0; round < rounds; round++) {
-      for (const c of selected) {
+      // Every other round runs the cases in reverse (A B … B A): a machine getting busier or
+      // quieter during the run then weighs on each case alike, so ratios of neighbours (g/f)
+      // keep little of the drift.
+      for (const c of round % 2 === 0 ? selected : [...selected].reverse()) {
         const sample = await runClosedLoop(c.call, {
           concurrency: options.concurrency,
           // A full warm-up before a case's first round; later rounds only refill the loop.
