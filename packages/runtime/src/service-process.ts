@@ -38,10 +38,19 @@ export class ServiceProcess {
     return this.#ops?.port;
   }
 
-  /** Stops on SIGINT/SIGTERM, and logs (instead of crashing on) a promise nobody handled. */
+  /**
+   * Stops on SIGINT/SIGTERM, and logs (instead of crashing on) a promise nobody handled. The
+   * listeners stay for the whole stop: a second signal is ignored (the stop timeout bounds the
+   * stop), because one often comes — Ctrl-C under `npm start` reaches the process from the
+   * terminal and again from npm — and with no listener left Node would die mid-drain, unflushed.
+   */
   handleSignals(): void {
-    process.once('SIGINT', () => void this.stop('SIGINT'));
-    process.once('SIGTERM', () => void this.stop('SIGTERM'));
+    for (const signal of ['SIGINT', 'SIGTERM'] as const) {
+      process.on(signal, () => {
+        if (this.#stopping) this.#options.logger.info({ signal }, 'already shutting down');
+        else void this.stop(signal);
+      });
+    }
     // Every database failure is handled where it happens (see @sluice/db session.ts), so a
     // rejection nobody handled is a bug: logged loudly, but it does not take down every
     // service of this process with it.
