@@ -263,6 +263,17 @@ export async function runDataBench(
     }
 
     const figures = report(selected, results, server.poolMax, options.concurrency);
+    const perRound = roundRatios(samples.get('observed_pk'), samples.get('plain_pk'));
+    if (perRound.length > 0) {
+      // The same ratio round by round (f and g run next to each other in every round): its spread
+      // shows how much of the run-to-run variation is the machine rather than the service.
+      const sorted = [...perRound].sort((a, b) => a - b);
+      const median = sorted[Math.floor(sorted.length / 2)] ?? Number.NaN;
+      console.log(
+        `  g/f per round: ${perRound.map((r) => r.toFixed(2)).join(' ')} (median ${median.toFixed(3)})`,
+      );
+      figures.observed_over_plain_round_median = round(median, 3);
+    }
     if (loki && otlp && scraper) {
       // Proof that the observed service really shipped while it was measured.
       console.log(
@@ -367,6 +378,13 @@ async function expectRows(key: string, actual: Promise<number>, expected: number
 }
 
 const round = (value: number, digits: number) => Number(value.toFixed(digits));
+
+/** Calls per second of `a` over `b`, round by round (the rounds both cases ran in). */
+function roundRatios(a: readonly LoadSample[] | undefined, b: readonly LoadSample[] | undefined): number[] {
+  if (!a || !b) return [];
+  const qps = (s: LoadSample) => (s.latencies.length * 1000) / s.measureMs;
+  return a.slice(0, b.length).map((sample, i) => qps(sample) / qps(b[i] as LoadSample));
+}
 
 interface RunningServer {
   readonly port: number;
