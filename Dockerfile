@@ -56,4 +56,7 @@ ENV DATA_GRPC_ADDRESS=0.0.0.0:50051 \
 EXPOSE 50051 50052 9464
 
 USER node
-CMD ["node", "--enable-source-maps", "--import", "./dist/register.js", "dist/main.js"]
+# --experimental-async-context-frame: AsyncLocalStorage (OpenTelemetry's context) on async context
+# frames rather than promise hooks, which otherwise tax every promise once tracing is on (the
+# default from Node 24).
+CMD ["node", "--enable-source-maps", "--experimental-async-context-frame", "--import", "./dist/register.js", "dist/main.js"]

@@ -15,6 +15,9 @@ export interface ChildServer {
 
 const ENTRY = fileURLToPath(new URL('./server-process.ts', import.meta.url));
 const TSX_LOADER = import.meta.resolve('tsx');
+// As the services run in production (package.json start scripts, the image): AsyncLocalStorage
+// on async context frames instead of promise hooks, which tracing otherwise costs every promise.
+const SERVICE_NODE_FLAGS = ['--experimental-async-context-frame'];
 
 /** Starts a Sluice service in a child process (its own event loop and CPU, as deployed). */
 export async function startChildServer(
@@ -25,7 +28,7 @@ export async function startChildServer(
 ): Promise<ChildServer> {
   const child: ChildProcess = spawn(
     process.execPath,
-    ['--import', TSX_LOADER, ...nodeFlags, ENTRY, service],
+    ['--import', TSX_LOADER, ...SERVICE_NODE_FLAGS, ...nodeFlags, ENTRY, service],
     {
       env: { ...process.env, ...env },
       // quiet: log lines (one per call at info) go nowhere, as if a log shipper took them.

@@ -75,7 +75,7 @@ describe('npm run check: fly.toml', () => {
     ['an unknown service', 'SLUICE_SERVICES=events', 'SLUICE_SERVICES=webhook', /unknown service "webhook"/],
     [
       'no preload',
-      'env SLUICE_SERVICES=data node --enable-source-maps --import ./dist/register.js',
+      'env SLUICE_SERVICES=data node --enable-source-maps --experimental-async-context-frame --import ./dist/register.js',
       'env SLUICE_SERVICES=data node',
       /--import \.\/dist\/register\.js/,
     ],

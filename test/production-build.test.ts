@@ -76,7 +76,13 @@ describe('npm run build', () => {
     const ops = `127.0.0.1:${await freePort()}`;
     const child = spawn(
       process.execPath,
-      ['--enable-source-maps', '--import', path.join(out, 'register.js'), path.join(out, 'main.js')],
+      [
+        '--enable-source-maps',
+        '--experimental-async-context-frame',
+        '--import',
+        path.join(out, 'register.js'),
+        path.join(out, 'main.js'),
+      ],
       {
         cwd: root,
         env: productionEnv({

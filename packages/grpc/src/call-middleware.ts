@@ -110,8 +110,11 @@ export function callMiddleware(options: CallMiddlewareOptions) {
         signal,
         sluice: request,
       });
-      // The span is the active context in every step of the handler (see bindIterator).
-      return yield* spanContext ? bindIterator(spanContext, handler) : handler;
+      // A sampled call's span is the active context in every step of the handler (see
+      // bindIterator), so its SQL spans are children and its writes store its traceparent. An
+      // unsampled one is not activated: nothing beneath it would be recorded, its writes store
+      // the caller's traceparent, and activating costs every call a context switch per step.
+      return yield* spanContext && recorded ? bindIterator(spanContext, handler) : handler;
     } catch (error) {
       const mapped = toStatusError(error, signal);
       code = mapped.code;
