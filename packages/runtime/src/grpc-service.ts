@@ -144,7 +144,6 @@ export async function startGrpcService<S extends GrpcServiceSettings>(
     });
     // Until setup has added the handlers and the database is checked, health says NOT_SERVING.
     server.health.setStatus('unhealthy', spec.grpcService);
-    const serviceClosers: Array<() => void | Promise<void>> = [];
     await spec.setup({
       logger,
       pool,
@@ -155,14 +154,8 @@ export async function startGrpcService<S extends GrpcServiceSettings>(
         authMiddleware((header, o) => authenticator.authenticate(header, o)),
       ),
       onCatalogReload: (listener) => reloadListeners.push(listener),
-      onClose: (closer) => serviceClosers.push(closer),
-    });
-    closers.push(async () => {
-      for (const closer of serviceClosers.splice(0).reverse()) {
-        await Promise.resolve()
-          .then(closer)
-          .catch((err: unknown) => logger.error({ err }, `${spec.name}: stopping a part failed`));
-      }
+      // Stopped before the shared parts, in reverse; also when setup itself fails halfway.
+      onClose: (closer) => closers.push(closer),
     });
     await warnIfSuperuser(pool, logger);
     const port = await server.listen(settings.grpcAddress);
