@@ -1,11 +1,11 @@
 // A generated description of Sluice's core schema (what packages/db/migrations leaves in a
 // database): roles, event triggers, and every table, view and function of the `auth` and
-// `sluice` schemas with their columns, indexes, privileges and comments. Written to
+// `sluice` and `sluice_webhooks` schemas with their columns, indexes, privileges and comments. Written to
 // packages/db/core-schema.md by `npm run generate` and compared by `npm run check`, so the
 // current design can be read in one place and a migration that changes it shows in review.
 import pg from 'pg';
 
-const SCHEMAS = ['auth', 'sluice'];
+const SCHEMAS = ['auth', 'sluice', 'sluice_webhooks'];
 
 /** The description, as Markdown, of the core schema in the database at `url` (deterministic). */
 export async function describeCoreSchema(url: string): Promise<string> {

@@ -8,6 +8,7 @@ export * as data from './gen/sluice/data/v1/data';
 export * as events from './gen/sluice/events/v1/events';
 export { Condition, Filter, FilterList, Operator } from './gen/sluice/type/v1/filter';
 export { Column, ResultSet, Row, Value, ValueList } from './gen/sluice/type/v1/value';
+export * as webhooks from './gen/sluice/webhooks/v1/webhooks';
 
 import { fileURLToPath } from 'node:url';
 /** Path of the descriptor set (all protos and their imports) served by server reflection. */

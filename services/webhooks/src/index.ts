@@ -1,1 +1,2 @@
-export {};
+export { loadWebhooksConfig, type WebhooksConfig } from './config';
+export { type StartWebhooksOptions, startWebhooksServer, type WebhooksServer } from './server';
