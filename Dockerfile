@@ -49,11 +49,14 @@ COPY db/seed.sql ./db/seed.sql
 # loopback, for npm start). Fly's edge terminates TLS and sends h2c to the gRPC ports.
 ENV DATA_GRPC_ADDRESS=0.0.0.0:50051 \
     EVENTS_GRPC_ADDRESS=0.0.0.0:50052 \
+    WEBHOOKS_GRPC_ADDRESS=0.0.0.0:50053 \
+    WEBHOOKS_HTTP_ADDRESS=0.0.0.0:8080 \
+    WEBHOOKS_HTTPS_ONLY=true \
     OPS_HTTP_ADDRESS=0.0.0.0:9464 \
     MIGRATE_ON_START=false \
     SEED_DEMO_DATA=false \
     SLUICE_ENV=production
-EXPOSE 50051 50052 9464
+EXPOSE 50051 50052 50053 8080 9464
 
 USER node
 # --experimental-async-context-frame: AsyncLocalStorage (OpenTelemetry's context) on async context

@@ -4,7 +4,7 @@
 // SLUICE_SERVICES; each service's gRPC port is a [[services]] internal_port of its group (TLS with
 // ALPN h2 at the edge, h2c inside) and listens on all interfaces; HTTP checks reach /healthz and
 // /readyz on the ops port of every group; the release command runs the migrations; kill_timeout
-// covers the drain. Usage: tsx scripts/check-fly-toml.ts [path/to/fly.toml]; exits 1 on a problem.
+// covers the drain; an HTTP listener (the webhooks ingress) has an HTTPS [[services]] of its own. Usage: tsx scripts/check-fly-toml.ts [path/to/fly.toml]; exits 1 on a problem.
 import { existsSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
@@ -15,6 +15,11 @@ import { parse } from 'smol-toml';
 const ADDRESS_SETTING: Record<string, string> = {
   data: 'DATA_GRPC_ADDRESS',
   events: 'EVENTS_GRPC_ADDRESS',
+  webhooks: 'WEBHOOKS_GRPC_ADDRESS',
+};
+/** Services with an HTTP listener besides gRPC, and its address setting. */
+const HTTP_SETTING: Record<string, string> = {
+  webhooks: 'WEBHOOKS_HTTP_ADDRESS',
 };
 const OPS_SETTING = 'OPS_HTTP_ADDRESS';
 const DEFAULT_SHUTDOWN_GRACE_MS = 10_000;
@@ -196,6 +201,29 @@ export function checkFlyConfig({ flyToml, dockerfile, services }: FlyCheckInput)
             `[[services]] ${name} port ${String(port.port)}: gRPC needs handlers = ["tls"] with tls_options.alpn = ["h2"] (h2c to the service)`,
           );
       }
+    }
+  }
+
+  // HTTP listeners (the webhooks ingress): all interfaces, a [[services]] with TLS and HTTP handlers.
+  for (const [group, g] of groups) {
+    for (const name of g.services) {
+      const setting = HTTP_SETTING[name];
+      if (!setting) continue;
+      const address = g.env[setting] ? splitAddress(g.env[setting]) : undefined;
+      if (!address) {
+        problems.push(`${setting} must be set to host:port in [env] or the Dockerfile (group ${group})`);
+        continue;
+      }
+      if (!ALL_INTERFACES.has(address.host))
+        problems.push(`${setting} must listen on all interfaces (0.0.0.0 or [::]), got ${g.env[setting]}`);
+      const matching = flyServices.filter(
+        (s) => s.internal_port === address.port && strings(s.processes).includes(group),
+      );
+      const handlers = matching.flatMap((s) => tables(s.ports)).map((p) => strings(p.handlers));
+      if (matching.length !== 1 || !handlers.some((h) => h.includes('tls') && h.includes('http')))
+        problems.push(
+          `service ${name} (group ${group}) needs one [[services]] with processes = ["${group}"], internal_port = ${address.port} and a port with handlers = ["tls", "http"]`,
+        );
     }
   }
 

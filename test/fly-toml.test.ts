@@ -13,7 +13,7 @@ const root = path.resolve(import.meta.dirname, '..');
 const run = promisify(execFile);
 const tsx = path.join(root, 'node_modules/.bin/tsx');
 const script = path.join(root, 'scripts/check-fly-toml.ts');
-const services = ['data', 'events'];
+const services = ['data', 'events', 'webhooks'];
 let flyToml: string;
 let dockerfile: string;
 let scratch: string;
@@ -90,6 +90,18 @@ describe('npm run check: fly.toml', () => {
       'DATA_GRPC_ADDRESS = "[::]:50051"',
       'DATA_GRPC_ADDRESS = "127.0.0.1:50051"',
       /DATA_GRPC_ADDRESS must listen on all interfaces/,
+    ],
+    [
+      'webhooks ingress without an HTTP handler',
+      'handlers = ["tls", "http"]',
+      'handlers = ["tls"]',
+      /internal_port = 8080 and a port with handlers = \["tls", "http"\]/,
+    ],
+    [
+      'webhooks ingress on loopback',
+      'WEBHOOKS_HTTP_ADDRESS = "[::]:8080"',
+      'WEBHOOKS_HTTP_ADDRESS = "127.0.0.1:8080"',
+      /WEBHOOKS_HTTP_ADDRESS must listen on all interfaces/,
     ],
     ['no ALPN h2', /alpn = \["h2"\]/, 'alpn = ["http/1.1"]', /tls_options\.alpn = \["h2"\]/],
     [

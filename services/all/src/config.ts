@@ -3,7 +3,7 @@ import { deepFreeze, type Env, EnvReader } from '@sluice/core';
 import { type LogSettings, readLogSettings } from '@sluice/observability';
 
 /** The services the launcher runs, in start order (SLUICE_SERVICES chooses among them). */
-export const SERVICE_NAMES = ['data', 'events'] as const;
+export const SERVICE_NAMES = ['data', 'events', 'webhooks'] as const;
 export type ServiceName = (typeof SERVICE_NAMES)[number];
 
 /** Settings of the all-in-one launcher (`npm start`); each service reads its own on top. */
@@ -34,6 +34,11 @@ export interface LauncherConfig {
    * SERVICE_NAMES), in start order: one per Fly process group from the same image.
    */
   readonly services: readonly ServiceName[];
+  /**
+   * WEBHOOKS_DEMO_RECEIVER_ADDRESS: host:port of the demo endpoint receiver `npm start` runs on the
+   * embedded database (default 127.0.0.1:8081; empty: no demo source and endpoint).
+   */
+  readonly webhooksDemoAddress: string;
 }
 
 export function loadLauncherConfig(env: Env, projectRoot: string): LauncherConfig {
@@ -58,6 +63,7 @@ export function loadLauncherConfig(env: Env, projectRoot: string): LauncherConfi
     stopTimeoutMs: r.int('SHUTDOWN_GRACE_MS', 10_000) + 15_000,
     log: readLogSettings(r),
     services: readServices(r),
+    webhooksDemoAddress: r.string('WEBHOOKS_DEMO_RECEIVER_ADDRESS', '127.0.0.1:8081'),
   };
   if (config.opsHttpAddress !== '' && !/^(\[[^\]]+\]|[^:]*):\d{1,5}$/.test(config.opsHttpAddress))
     r.problem(`OPS_HTTP_ADDRESS must be host:port (or empty for none), got "${config.opsHttpAddress}"`);

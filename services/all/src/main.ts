@@ -7,7 +7,9 @@ import type { RunningPostgres } from '@sluice/embedded';
 import { loadEventsConfig, startEventsServer } from '@sluice/events-service';
 import { createLogger } from '@sluice/observability';
 import { ServiceProcess } from '@sluice/runtime';
+import { loadWebhooksConfig, startWebhooksServer, type WebhooksConfig } from '@sluice/webhooks-service';
 import { loadLauncherConfig, type ServiceName } from './config';
+import { type DemoWebhooks, startDemoWebhooks } from './demo-webhooks';
 import { localSecret } from './local-secrets';
 
 /**
@@ -85,6 +87,18 @@ async function main(): Promise<void> {
     const { viaSocket } = await import('@sluice/embedded');
     env.DATABASE_URL = viaSocket(url, embedded.socketDir);
   }
+  let demo: DemoWebhooks | undefined;
+  if (embedded && migrateUrl && launcher.services.includes('webhooks') && launcher.webhooksDemoAddress) {
+    demo = await startDemoWebhooks({
+      superuserUrl: migrateUrl,
+      projectRoot,
+      receiverAddress: launcher.webhooksDemoAddress,
+      logger: log,
+    });
+    proc.afterServices(() => (demo as DemoWebhooks).close());
+    // The SSRF guard refuses loopback: let the demo endpoint (only it) through.
+    env.WEBHOOKS_ALLOWED_HOSTS ??= demo.receiverAddress;
+  }
 
   // Each service reads its own settings; all are checked before any starts. SLUICE_SERVICES
   // picks which run here (one per Fly process group; all of them by default).
@@ -92,11 +106,16 @@ async function main(): Promise<void> {
   const runs = (name: ServiceName) => launcher.services.includes(name);
   const dataConfig = runs('data') ? loadDataConfig(env) : undefined;
   const eventsConfig = runs('events') ? loadEventsConfig(env) : undefined;
+  const webhooksConfig = runs('webhooks') ? loadWebhooksConfig(env) : undefined;
   if (dataConfig) proc.add(await startDataServer(dataConfig, options));
   if (eventsConfig) proc.add(await startEventsServer(eventsConfig, options));
+  if (webhooksConfig) proc.add(await startWebhooksServer(webhooksConfig, options));
   if (launcher.opsHttpAddress) await proc.startOps(launcher.opsHttpAddress);
   if (embedded && dataConfig && eventsConfig)
-    await printWelcome(dataConfig.grpcAddress, eventsConfig.grpcAddress, dataConfig.auth.jwtSecret);
+    await printWelcome(dataConfig.grpcAddress, eventsConfig.grpcAddress, dataConfig.auth.jwtSecret, {
+      webhooks: webhooksConfig,
+      demo,
+    });
 }
 
 const launcherSession = (connectionString: string) => ({
@@ -137,6 +156,7 @@ async function printWelcome(
   address: string,
   eventsAddress: string,
   secret: string | undefined,
+  extra: { readonly webhooks: WebhooksConfig | undefined; readonly demo: DemoWebhooks | undefined },
 ): Promise<void> {
   if (!secret) return;
   const day = 24 * 3600;
@@ -156,10 +176,45 @@ async function printWelcome(
     `  SLUICE_TOKEN=${alice} npx tsx examples/quickstart.ts`,
     `  SLUICE_TOKEN=${alice} npx tsx examples/subscribe.ts     # follow changes to posts, resuming after a disconnect`,
     '',
+    ...webhooksWelcome(extra.webhooks, extra.demo, service),
     'Ctrl-C stops everything.',
     '',
   ];
   process.stdout.write(`${lines.join('\n')}\n`);
+}
+
+/**
+ * The webhooks part of the welcome: addresses, a curl that posts a signed demo webhook (the
+ * signature is computed by the shell with openssl, so the command works whenever it is run), and
+ * where the demo endpoint prints what it receives.
+ */
+function webhooksWelcome(
+  config: WebhooksConfig | undefined,
+  demo: DemoWebhooks | undefined,
+  serviceToken: string,
+): string[] {
+  if (!config) return [];
+  const http = config.inbound.httpAddress;
+  const lines = [
+    `Webhooks service: HTTP ingress ${http} (POST /webhooks/{source})   gRPC ${config.grpcAddress}`,
+    '',
+  ];
+  if (!demo) return lines;
+  const keyHex = Buffer.from(demo.sourceSecret.slice('whsec_'.length), 'base64').toString('hex');
+  return [
+    ...lines,
+    'Post a signed demo webhook (Standard Webhooks) to the source "demo":',
+    `  body='{"type":"demo.hello","data":{"greeting":"hi"}}'; id="msg_$(date +%s%N)"; ts=$(date +%s); \\`,
+    `  sig=$(printf '%s' "$id.$ts.$body" | openssl dgst -sha256 -mac HMAC -macopt hexkey:${keyHex} -binary | base64); \\`,
+    `  curl -i -X POST http://${http}/webhooks/demo -H 'content-type: application/json' \\`,
+    `    -H "webhook-id: $id" -H "webhook-timestamp: $ts" -H "webhook-signature: v1,$sig" -d "$body"`,
+    `  SLUICE_TOKEN=${serviceToken} npx tsx examples/webhooks-consume.ts   # receive it (consumer "demo")`,
+    '',
+    `Demo endpoint (http://${demo.receiverAddress}/, owned by alice): prints "[demo endpoint] …" here for`,
+    "every change to Acme's posts (run the quickstart) and every message published:",
+    `  SLUICE_TOKEN=${serviceToken} npx tsx examples/webhooks-publish.ts`,
+    '',
+  ];
 }
 
 main().catch((error: unknown) => {
