@@ -1,7 +1,15 @@
-import type { SchemaCatalog } from '@sluice/db';
+import type { AddressInfo } from 'node:net';
+import { isConnectionError, type SchemaCatalog } from '@sluice/db';
+import Fastify, { type FastifyError, type FastifyReply, type FastifyRequest } from 'fastify';
 import type pg from 'pg';
 import type { Logger } from 'pino';
 import type { InboundSettings } from '../config';
+import { IngressError, type IngressReason } from './errors';
+import { storeEvent } from './inbox';
+import { inboundRejected, inboundRequests } from './metrics';
+import { TokenBuckets } from './rate-limit';
+import { describeEvent, verifyRequest } from './receive';
+import { type InboundSource, SourceCache } from './sources';
 
 export interface IngressDeps {
   readonly pool: pg.Pool;
@@ -16,7 +24,239 @@ export interface Ingress {
   close(): Promise<void>;
 }
 
-// PLACEHOLDER (being written): the HTTP ingress for POST /webhooks/{source}.
-export async function startIngress(_deps: IngressDeps): Promise<Ingress> {
-  return { port: 0, close: async () => {} };
+/** Source names as the sources table allows them; anything else is not looked up. */
+const SOURCE_NAME = /^[a-z0-9][a-z0-9_-]{0,62}$/;
+/** A refused signature re-reads the source when its cached secrets are older than this (a rotation just made). */
+const REFRESH_ON_FAILURE_MS = 500;
+/** close() waits this long for requests in flight, then closes their connections. */
+const CLOSE_GRACE_MS = 5_000;
+// pg-pool's error when no connection freed up within the acquire timeout.
+const POOL_WAIT_TIMEOUT = 'timeout exceeded when trying to connect';
+
+/** What the hooks learn about a request before its handler runs. */
+interface RequestState {
+  source?: InboundSource;
+  /** Ends reading the body: the source's limit once known. */
+  maxBodyBytes: number;
+}
+
+/**
+ * The HTTP ingress: `POST /webhooks/{source}` (issue 9 section 2, README "Inbound webhooks").
+ *
+ * Per request, cheapest refusal first: the source (404), its rate limit (429), the declared
+ * Content-Length (413); then the body is read, stopping as soon as it passes the source's limit
+ * (413, connection closed); the signature is checked on those exact bytes (401); the event's id,
+ * type and (supabase-database) typed change are read (400/422); and the event is stored in the
+ * inbox in one statement. 200 is sent only after that statement committed; a duplicate gets the
+ * same 200 with the first copy's id. A database that cannot be reached is 503 with Retry-After.
+ *
+ * Answers are JSON: `{"id": "<inbox id>", "external_id": "...", "duplicate": false}` or
+ * `{"error": {"code": "...", "message": "...", "field"?: "..."}}`.
+ */
+export async function startIngress(deps: IngressDeps): Promise<Ingress> {
+  const { pool, settings, catalog } = deps;
+  const logger = deps.logger.child({ component: 'ingress' });
+  const sources = new SourceCache(pool);
+  const buckets = new TokenBuckets();
+  const states = new WeakMap<FastifyRequest, RequestState>();
+  const stateOf = (request: FastifyRequest): RequestState => {
+    let state = states.get(request);
+    if (!state) {
+      state = { maxBodyBytes: settings.maxBodyBytes };
+      states.set(request, state);
+    }
+    return state;
+  };
+  const unavailable = (cause: unknown) =>
+    new IngressError('database_unavailable', 'the database is unavailable; retry later', {
+      retryAfterSeconds: settings.retryAfterSeconds,
+      cause,
+    });
+  const loadSource = async (name: string, maxAgeMs?: number) => {
+    try {
+      return await sources.get(name, maxAgeMs);
+    } catch (error) {
+      throw databaseError(error) ? unavailable(error) : error;
+    }
+  };
+
+  const app = Fastify({
+    logger: false,
+    exposeHeadRoutes: false,
+    forceCloseConnections: 'idle',
+    // A sender that trickles its request is cut off (slowloris); webhooks are small and quick.
+    requestTimeout: 60_000,
+  });
+  // Every body arrives as the exact bytes, whatever its content type: signatures are over them.
+  app.removeAllContentTypeParsers();
+  app.addContentTypeParser('*', (request, payload, done) => {
+    const limit = stateOf(request).maxBodyBytes;
+    const chunks: Buffer[] = [];
+    let size = 0;
+    const stop = () => {
+      payload.removeListener('data', onData);
+      payload.removeListener('end', onEnd);
+      payload.removeListener('error', onEnd);
+    };
+    const onData = (chunk: Buffer) => {
+      size += chunk.length;
+      if (size > limit) {
+        // Stop here; fastify answers with Connection: close, so the rest is never read.
+        stop();
+        payload.pause();
+        done(tooLarge(limit), undefined);
+        return;
+      }
+      chunks.push(chunk);
+    };
+    const onEnd = (error?: Error) => {
+      stop();
+      if (error) done(error, undefined);
+      else done(null, Buffer.concat(chunks, size));
+    };
+    payload.on('data', onData);
+    payload.on('end', onEnd);
+    payload.on('error', onEnd);
+  });
+
+  app.route({
+    method: 'POST',
+    url: '/webhooks/:source',
+    async onRequest(request) {
+      const name = (request.params as { source: string }).source;
+      const source = SOURCE_NAME.test(name) ? await loadSource(name) : undefined;
+      if (!source) throw new IngressError('unknown_source', 'no such webhook source');
+      const state = stateOf(request);
+      state.source = source;
+      state.maxBodyBytes = source.settings.maxBodyBytes ?? settings.maxBodyBytes;
+      const wait = buckets.take(source.id, source.settings.ratePerSecond ?? settings.ratePerSecond);
+      if (wait > 0)
+        throw new IngressError('rate_limited', 'too many requests for this source', {
+          retryAfterSeconds: wait,
+        });
+      const declared = Number(request.headers['content-length']);
+      if (declared > state.maxBodyBytes) throw tooLarge(state.maxBodyBytes);
+    },
+    async handler(request, reply) {
+      const state = stateOf(request);
+      let source = state.source as InboundSource;
+      const body = Buffer.isBuffer(request.body) ? request.body : Buffer.alloc(0);
+      const now = Date.now();
+      let verified = verifyRequest(source, body, request.headers, now, settings.toleranceSeconds);
+      if (
+        !verified.ok &&
+        verified.failure === 'bad_signature' &&
+        sources.age(source.name) > REFRESH_ON_FAILURE_MS
+      ) {
+        // Perhaps a secret was just added: check once against the source as stored now.
+        const fresh = await loadSource(source.name, 0);
+        if (!fresh) throw new IngressError('unknown_source', 'no such webhook source');
+        source = fresh;
+        state.source = fresh;
+        verified = verifyRequest(source, body, request.headers, now, settings.toleranceSeconds);
+      }
+      if (!verified.ok) throw new IngressError(verified.failure, SIGNATURE_MESSAGES[verified.failure]);
+      const event = describeEvent(
+        { source, body, headers: request.headers, now, toleranceSeconds: settings.toleranceSeconds, catalog },
+        verified,
+      );
+      let stored: Awaited<ReturnType<typeof storeEvent>>;
+      try {
+        stored = await storeEvent(pool, source, event, body);
+      } catch (error) {
+        throw databaseError(error) ? unavailable(error) : error;
+      }
+      return reply
+        .code(200)
+        .send({ id: stored.id, external_id: event.externalId, duplicate: stored.duplicate });
+    },
+  });
+
+  app.route({
+    method: ['GET', 'HEAD', 'PUT', 'PATCH', 'DELETE', 'OPTIONS'],
+    url: '/webhooks/:source',
+    async handler(_request, reply) {
+      reply.header('allow', 'POST');
+      throw new IngressError('method_not_allowed', 'only POST is accepted here');
+    },
+  });
+
+  app.setNotFoundHandler(async () => {
+    throw new IngressError('not_found', 'no such path; webhooks are posted to /webhooks/{source}');
+  });
+
+  app.setErrorHandler(
+    async (raw: FastifyError | IngressError, request: FastifyRequest, reply: FastifyReply) => {
+      const error = raw instanceof IngressError ? raw : fromFastify(raw);
+      const source = stateOf(request).source?.name ?? '';
+      inboundRejected.inc({ source, reason: error.reason });
+      const fields = { source, reason: error.reason, status: error.status, remote: request.ip };
+      if (error.status >= 500 && error.reason !== 'database_unavailable')
+        logger.error({ ...fields, err: error.cause ?? raw }, 'inbound webhook failed');
+      else if (error.reason === 'database_unavailable')
+        logger.warn({ ...fields, err: error.cause }, 'inbound webhook refused: database unavailable');
+      else
+        logger.info({ ...fields, field: error.options.field }, `inbound webhook refused: ${error.message}`);
+      if (error.options.retryAfterSeconds !== undefined)
+        reply.header('retry-after', String(error.options.retryAfterSeconds));
+      if (error.status === 413) reply.header('connection', 'close');
+      return reply.code(error.status).send(error.body());
+    },
+  );
+
+  app.addHook('onResponse', async (request, reply) => {
+    inboundRequests.inc({ source: stateOf(request).source?.name ?? '', status: String(reply.statusCode) });
+  });
+
+  const { host, port } = splitAddress(settings.httpAddress);
+  await app.listen({ host, port });
+  const address = app.server.address() as AddressInfo;
+  logger.info({ address: `${host}:${address.port}` }, 'webhooks ingress listening');
+  return {
+    port: address.port,
+    async close() {
+      // Stop accepting, let requests in flight finish (their events may be committing), and cut
+      // what is still open after the grace.
+      const timer = setTimeout(() => app.server.closeAllConnections(), CLOSE_GRACE_MS);
+      timer.unref();
+      try {
+        await app.close();
+      } finally {
+        clearTimeout(timer);
+      }
+    },
+  };
+}
+
+const SIGNATURE_MESSAGES: Readonly<Record<IngressReason, string>> = {
+  missing_signature: 'the signature (or a header it needs) is missing',
+  malformed_signature: 'the signature header is not in the format of the source kind',
+  stale_timestamp: 'the signed timestamp is outside the tolerance',
+  bad_signature: 'no signature matches a secret of the source',
+} as Record<IngressReason, string>;
+
+function tooLarge(limit: number): IngressError {
+  return new IngressError('body_too_large', `the body is larger than ${limit} bytes`);
+}
+
+/** True when a statement failed because the database could not be reached or answered in time. */
+function databaseError(error: unknown): boolean {
+  if (!(error instanceof Error)) return false;
+  const code = (error as { code?: unknown }).code;
+  return error.message === POOL_WAIT_TIMEOUT || code === '57014' || isConnectionError(error);
+}
+
+/** Fastify's own refusals (unparsable Content-Type, a bad Content-Length…) in the ingress's terms. */
+function fromFastify(error: FastifyError): IngressError {
+  const status = error.statusCode ?? 500;
+  if (status === 413) return new IngressError('body_too_large', 'the body is too large');
+  if (status === 415) return new IngressError('unsupported_media_type', 'the Content-Type cannot be parsed');
+  if (status === 400) return new IngressError('malformed_request', 'the request is malformed');
+  return new IngressError('internal', 'internal error', { cause: error });
+}
+
+function splitAddress(address: string): { host: string; port: number } {
+  const colon = address.lastIndexOf(':');
+  const host = address.slice(0, colon).replace(/^\[(.*)\]$/, '$1');
+  return { host: host || '0.0.0.0', port: Number(address.slice(colon + 1)) };
 }
