@@ -9,6 +9,8 @@ export interface ChildServer {
   readonly poolMax: number;
   /** The ops listener's port, when OPS_HTTP_ADDRESS was given. */
   readonly opsPort: number | undefined;
+  /** The HTTP port (webhooks ingress, http-floor). */
+  readonly httpPort: number | undefined;
   /** Asks the service to stop gracefully; kills it after 10 s. */
   close(): Promise<void>;
 }
@@ -21,7 +23,7 @@ const SERVICE_NODE_FLAGS = ['--experimental-async-context-frame'];
 
 /** Starts a Sluice service in a child process (its own event loop and CPU, as deployed). */
 export async function startChildServer(
-  service: 'data' | 'events',
+  service: 'data' | 'events' | 'webhooks' | 'http-floor',
   env: Record<string, string>,
   nodeFlags: readonly string[],
   { quiet = false }: { quiet?: boolean } = {},
@@ -42,9 +44,10 @@ export async function startChildServer(
     });
     void exited.then(([code]) => reject(new Error(`${service} service child exited early (code ${code})`)));
   });
-  const { port, poolMax, opsPort } = await ready;
+  const { port, poolMax, opsPort, httpPort } = await ready;
   return {
     port,
+    httpPort,
     pid: child.pid ?? -1,
     poolMax,
     opsPort,

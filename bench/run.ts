@@ -3,6 +3,7 @@
 // can be compared by machine. Benchmarks never fail a build: missed targets only print MISSED.
 import { runDataBench } from './data';
 import { runEventsBench } from './events';
+import { runWebhooksBench } from './webhooks';
 
 type Part = () => Promise<Record<string, number>>;
 
@@ -48,6 +49,25 @@ const PARTS: Record<string, Part> = {
         ...(env.BENCH_LOG_LEVEL ? { LOG_LEVEL: env.BENCH_LOG_LEVEL } : {}),
         ...(env.EVENTS_POLL_INTERVAL_MS ? { EVENTS_POLL_INTERVAL_MS: env.EVENTS_POLL_INTERVAL_MS } : {}),
         ...(env.EVENTS_BATCH_SIZE ? { EVENTS_BATCH_SIZE: env.EVENTS_BATCH_SIZE } : {}),
+      },
+    }),
+  webhooks: () =>
+    runWebhooksBench({
+      adminUrl: env.SLUICE_BENCH_DATABASE_URL || env.DATABASE_URL || undefined,
+      concurrency: Math.floor(seconds('BENCH_CONCURRENCY', 64)),
+      warmupSeconds: seconds('BENCH_WARMUP_SECONDS', 2),
+      measureSeconds: seconds('BENCH_WEBHOOKS_SECONDS', 8),
+      rounds: Math.floor(seconds('BENCH_ROUNDS', 3)),
+      endpoints: Math.floor(seconds('BENCH_WEBHOOKS_ENDPOINTS', 100)),
+      outboundRate: seconds('BENCH_WEBHOOKS_RATE', 1000),
+      outboundSeconds: seconds('BENCH_WEBHOOKS_OUTBOUND_SECONDS', 60),
+      outboundWarmupSeconds: seconds('BENCH_WEBHOOKS_OUTBOUND_WARMUP_SECONDS', 5),
+      drainSeconds: seconds('BENCH_DRAIN_SECONDS', 90),
+      serverNodeFlags: (env.BENCH_WEBHOOKS_NODE_FLAGS ?? '').split(/\s+/).filter(Boolean),
+      only: (env.BENCH_WEBHOOKS_STEPS ?? '').split(',').filter(Boolean),
+      serverEnv: {
+        ...(env.DB_POOL_MAX ? { DB_POOL_MAX: env.DB_POOL_MAX } : {}),
+        ...(env.BENCH_LOG_LEVEL ? { LOG_LEVEL: env.BENCH_LOG_LEVEL } : {}),
       },
     }),
 };
