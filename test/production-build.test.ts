@@ -90,6 +90,8 @@ describe('npm run build', () => {
           JWT_SECRET: 'production-build-test-secret-0123456789',
           DATA_GRPC_ADDRESS: '127.0.0.1:0',
           EVENTS_GRPC_ADDRESS: '127.0.0.1:0',
+          WEBHOOKS_GRPC_ADDRESS: '127.0.0.1:0',
+          WEBHOOKS_HTTP_ADDRESS: '127.0.0.1:0',
           OPS_HTTP_ADDRESS: ops,
           MIGRATE_ON_START: 'false',
           SEED_DEMO_DATA: 'false',

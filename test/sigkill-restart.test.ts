@@ -60,6 +60,10 @@ async function launch(): Promise<Launch> {
       EMBEDDED_PG_PORT: String(pgPort),
       DATA_GRPC_ADDRESS: `127.0.0.1:${dataPort}`,
       EVENTS_GRPC_ADDRESS: `127.0.0.1:${eventsPort}`,
+      // Ports of their own (the defaults may be taken by another npm start); no demo receiver.
+      WEBHOOKS_GRPC_ADDRESS: '127.0.0.1:0',
+      WEBHOOKS_HTTP_ADDRESS: '127.0.0.1:0',
+      WEBHOOKS_DEMO_RECEIVER_ADDRESS: '',
       OPS_HTTP_ADDRESS: `127.0.0.1:${opsPort}`,
       JWT_SECRET,
       SEED_DEMO_DATA: 'true',
