@@ -1,0 +1,164 @@
+import { randomUUID } from 'node:crypto';
+import http from 'node:http';
+import { Webhook } from 'standardwebhooks';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { startWebhooksStack, type WebhooksInstance, type WebhooksStack } from './helpers';
+import { createSource, eventually, inboxRows, newSecret, post, sourceName } from './inbound/helpers';
+
+// Duplicates arriving at the same moment on two instances, bodies over the limit (declared and
+// chunked), and a database that cannot be reached: 503 with Retry-After, nothing stored, and the
+// sender's retry stored once when it is back.
+
+let stack: WebhooksStack;
+let second: WebhooksInstance;
+
+beforeAll(async () => {
+  stack = await startWebhooksStack();
+  second = await stack.addInstance();
+});
+
+afterAll(async () => {
+  await stack?.close();
+});
+
+function signed(secret: string, body: string, id = `msg_${randomUUID()}`) {
+  const at = Math.floor(Date.now() / 1000);
+  return {
+    'webhook-id': id,
+    'webhook-timestamp': String(at),
+    'webhook-signature': new Webhook(secret).sign(id, new Date(at * 1000), body),
+  };
+}
+
+describe('dedupe', () => {
+  it('stores concurrent copies on two instances once, and answers them all alike', async () => {
+    const secret = newSecret();
+    const name = sourceName('dup');
+    const id = await createSource(stack, { name, kind: 'standard-webhooks', secrets: [secret] });
+    for (let round = 0; round < 3; round++) {
+      const body = `{"type":"race","round":${round}}`;
+      const headers = signed(secret, body);
+      const answers = await Promise.all(
+        Array.from({ length: 16 }, (_, i) =>
+          post(i % 2 === 0 ? stack.httpUrl : second.httpUrl, `/webhooks/${name}`, body, headers),
+        ),
+      );
+      expect(answers.map((a) => a.status)).toEqual(Array(16).fill(200));
+      expect(new Set(answers.map((a) => a.json.id)).size).toBe(1);
+      expect(answers.filter((a) => a.json.duplicate === false)).toHaveLength(1);
+      const rows = (await inboxRows(stack, id)).filter((r) => r.external_id === headers['webhook-id']);
+      expect(rows).toHaveLength(1);
+      expect(rows[0]!.id).toBe(answers[0]!.json.id);
+    }
+  });
+});
+
+describe('body limit', () => {
+  const secret = newSecret();
+  const name = sourceName('small');
+  let id: string;
+  beforeAll(async () => {
+    id = await createSource(stack, {
+      name,
+      kind: 'standard-webhooks',
+      secrets: [secret],
+      settings: { maxBodyBytes: 2048 },
+    });
+  });
+
+  it('accepts a body at the limit and refuses one past it by its Content-Length', async () => {
+    const at = `{"type":"x","pad":"${'a'.repeat(2048 - 21)}"}`;
+    expect(Buffer.byteLength(at)).toBe(2048);
+    expect((await post(stack.httpUrl, `/webhooks/${name}`, at, signed(secret, at))).status).toBe(200);
+    const over = `{"type":"x","pad":"${'a'.repeat(2049 - 21)}"}`;
+    const answer = await post(stack.httpUrl, `/webhooks/${name}`, over, signed(secret, over));
+    expect(answer.status).toBe(413);
+    expect(answer.json.error.code).toBe('body_too_large');
+    expect(await inboxRows(stack, id)).toHaveLength(1);
+  });
+
+  it('stops reading a chunked body once it passes the limit', async () => {
+    const url = new URL(stack.httpUrl);
+    const result = await new Promise<{ status: number; body: string; chunksWritten: number }>(
+      (resolve, reject) => {
+        const request = http.request({
+          host: url.hostname,
+          port: url.port,
+          method: 'POST',
+          path: `/webhooks/${name}`,
+          headers: { 'content-type': 'application/json', 'transfer-encoding': 'chunked' },
+        });
+        let written = 0;
+        let answered = false;
+        request.on('response', (response) => {
+          answered = true;
+          let body = '';
+          response.on('data', (c) => {
+            body += c;
+          });
+          response.on('end', () =>
+            resolve({ status: response.statusCode ?? 0, body, chunksWritten: written }),
+          );
+        });
+        // The server closes the connection after its answer: writing on may fail, which is fine.
+        request.on('error', (error) => {
+          if (!answered) reject(error);
+        });
+        const chunk = Buffer.alloc(1024, 0x61);
+        const pump = () => {
+          if (answered || written >= 1000) {
+            request.end();
+            return;
+          }
+          written++;
+          request.write(chunk, () => setTimeout(pump, 5));
+        };
+        pump();
+      },
+    );
+    expect(result.status).toBe(413);
+    expect(JSON.parse(result.body).error.code).toBe('body_too_large');
+    // Answered after about 2 KiB, long before the megabyte the client would have sent.
+    expect(result.chunksWritten).toBeLessThan(200);
+    expect(await inboxRows(stack, id)).toHaveLength(1);
+  });
+});
+
+describe('database unavailable', () => {
+  it('answers 503 with Retry-After, stores nothing, and stores the retry once it is back', async () => {
+    const secret = newSecret();
+    const name = sourceName('down');
+    const id = await createSource(stack, { name, kind: 'standard-webhooks', secrets: [secret] });
+    const body = '{"type":"while.down"}';
+    const headers = signed(secret, body);
+    const { rows } = await stack.pool.query<{ db: string }>('select current_database() as db');
+    const db = rows[0]!.db;
+    // New connections to this database are refused (superusers excepted, so the test keeps
+    // its pool), and every other connection to it is closed: the service's pool must reconnect.
+    await stack.pool.query(`alter database "${db}" connection limit 0`);
+    try {
+      await stack.pool.query(
+        `select pg_terminate_backend(pid) from pg_stat_activity
+          where datname = current_database() and pid <> pg_backend_pid()
+            and usename <> current_user`,
+      );
+      const down = await post(stack.httpUrl, `/webhooks/${name}`, body, headers);
+      expect(down.status).toBe(503);
+      expect(down.headers.get('retry-after')).toBe('5');
+      expect(down.json.error.code).toBe('database_unavailable');
+      // The source is cached now: the insert itself fails the same way.
+      const again = await post(second.httpUrl, `/webhooks/${name}`, body, headers);
+      expect(again.status).toBe(503);
+      expect(await inboxRows(stack, id)).toHaveLength(0);
+    } finally {
+      await stack.pool.query(`alter database "${db}" connection limit -1`);
+    }
+    // The sender retries: stored once.
+    await eventually(
+      async () => (await post(stack.httpUrl, `/webhooks/${name}`, body, headers)).status === 200,
+    );
+    const retried = await post(second.httpUrl, `/webhooks/${name}`, body, headers);
+    expect(retried).toMatchObject({ status: 200, json: { duplicate: true } });
+    expect(await inboxRows(stack, id)).toHaveLength(1);
+  });
+});
