@@ -246,6 +246,44 @@ $$;
 create trigger deliveries_notify after insert or update of next_attempt_at, status on sluice_webhooks.deliveries
   for each statement execute function sluice_webhooks.notify_due();
 
+-- Consumers of inbound events LISTEN on sluice_webhooks_inbox: a stored event wakes them at once.
+create function sluice_webhooks.notify_inbox() returns trigger
+language plpgsql
+as $$
+begin
+  perform pg_catalog.pg_notify('sluice_webhooks_inbox', '');
+  return null;
+end
+$$;
+create trigger inbox_notify after insert on sluice_webhooks.inbox
+  for each statement execute function sluice_webhooks.notify_inbox();
+
+-- SendTestMessage: a 'sluice.test' message for one endpoint and its one delivery. The message
+-- names its endpoint, so the publish trigger leaves it alone; callers may not insert
+-- deliveries, hence this function, which checks the caller's right to the endpoint itself.
+create function sluice_webhooks.queue_test_message(p_endpoint uuid) returns uuid
+language plpgsql security definer set search_path = pg_catalog, pg_temp
+as $$
+declare
+  tenant uuid;
+  message uuid;
+begin
+  select e.tenant_id into tenant from sluice_webhooks.endpoints e where e.id = p_endpoint;
+  if not found or not (auth.role() = 'service_role' or sluice_webhooks.manages(tenant)) then
+    raise exception 'no such endpoint' using errcode = '42501';
+  end if;
+  insert into sluice_webhooks.messages (tenant_id, event_type, payload, endpoint_id)
+  values (tenant, 'sluice.test',
+          jsonb_build_object('message', 'A test message from Sluice', 'endpoint_id', p_endpoint),
+          p_endpoint)
+  returning id into message;
+  insert into sluice_webhooks.deliveries (message_id, endpoint_id, tenant_id) values (message, p_endpoint, tenant);
+  return message;
+end
+$$;
+revoke all on function sluice_webhooks.queue_test_message(uuid) from public;
+grant execute on function sluice_webhooks.queue_test_message(uuid) to authenticated, service_role;
+
 -- Secrets: written through this function only (the callers cannot read or write the table).
 -- The caller must manage the source's or endpoint's tenant (service_role manages all).
 -- Older secrets of the same owner that do not expire yet stay valid for `grace`.

@@ -1,10 +1,16 @@
 import type { Database, SchemaCatalog } from '@sluice/db';
 import type { AuthenticatedContext } from '@sluice/grpc';
-import { webhooks } from '@sluice/proto';
-import { ServerError, type ServiceImplementation, Status } from 'nice-grpc';
+import type { webhooks } from '@sluice/proto';
+import type { ServiceImplementation } from 'nice-grpc';
 import type pg from 'pg';
 import type { Logger } from 'pino';
 import type { WebhooksConfig } from '../config';
+import { consumerHandlers } from '../consumers/consume';
+import { ConsumerWakeup } from '../consumers/wakeup';
+import { typedChange } from '../inbound/supabase-change';
+import { endpointHandlers } from './endpoints';
+import { messageHandlers } from './messages';
+import { sourceHandlers } from './sources';
 
 export interface WebhooksServiceDeps {
   readonly db: Database;
@@ -18,14 +24,36 @@ export interface WebhooksServiceDeps {
   readonly listenConnectionString: string;
 }
 
-// PLACEHOLDER (being written): the gRPC admin API, Consume and Ack.
+/**
+ * The WebhooksService: sources and endpoints (sources.ts, endpoints.ts), messages and their
+ * deliveries (messages.ts), and the durable consumers of inbound events (consumers/). Every
+ * statement runs under the caller's role and claims; the migration's RLS does the tenancy.
+ */
 export function createWebhooksService(
-  _deps: WebhooksServiceDeps,
+  deps: WebhooksServiceDeps,
 ): ServiceImplementation<typeof webhooks.WebhooksServiceDefinition, AuthenticatedContext> {
-  const unimplemented = () => {
-    throw new ServerError(Status.UNIMPLEMENTED, 'not yet');
+  const wakeup = new ConsumerWakeup({
+    connectionString: deps.listenConnectionString,
+    logger: deps.logger,
+    draining: deps.draining,
+  });
+  return {
+    ...sourceHandlers({ db: deps.db, inbound: deps.config.inbound }),
+    ...endpointHandlers({
+      db: deps.db,
+      pool: deps.pool,
+      catalog: deps.catalog,
+      outbound: deps.config.outbound,
+    }),
+    ...messageHandlers({ db: deps.db }),
+    ...consumerHandlers({
+      db: deps.db,
+      catalog: deps.catalog,
+      settings: deps.config.consumers,
+      logger: deps.logger,
+      draining: deps.draining,
+      wakeup,
+      typedChange,
+    }),
   };
-  return Object.fromEntries(
-    Object.keys(webhooks.WebhooksServiceDefinition.methods).map((m) => [m, unimplemented]),
-  ) as unknown as ServiceImplementation<typeof webhooks.WebhooksServiceDefinition, AuthenticatedContext>;
 }
