@@ -233,18 +233,25 @@ $$;
 create trigger messages_queue_published after insert on sluice_webhooks.messages
   for each row execute function sluice_webhooks.queue_published();
 
--- Delivery workers LISTEN on sluice_webhooks: a queued delivery wakes them at once (one
--- notification per transaction; PostgreSQL folds identical ones).
+-- Delivery workers LISTEN on sluice_webhooks: a delivery that becomes due now (queued, or made
+-- due again by a replay or recovery) wakes them at once (one notification per transaction;
+-- PostgreSQL folds identical ones). Only then: a worker's claim moves next_attempt_at to its
+-- lease's end and a failed attempt moves it to the retry, and waking every worker for those would
+-- make each claim wake the other workers' claims, endlessly; their poll finds retries when due.
 create function sluice_webhooks.notify_due() returns trigger
 language plpgsql
 as $$
 begin
-  perform pg_catalog.pg_notify('sluice_webhooks', '');
+  if exists (select 1 from new_rows where status = 'pending' and next_attempt_at <= now()) then
+    perform pg_catalog.pg_notify('sluice_webhooks', '');
+  end if;
   return null;
 end
 $$;
-create trigger deliveries_notify after insert or update of next_attempt_at, status on sluice_webhooks.deliveries
-  for each statement execute function sluice_webhooks.notify_due();
+create trigger deliveries_notify after insert on sluice_webhooks.deliveries
+  referencing new table as new_rows for each statement execute function sluice_webhooks.notify_due();
+create trigger deliveries_notify_update after update on sluice_webhooks.deliveries
+  referencing new table as new_rows for each statement execute function sluice_webhooks.notify_due();
 
 -- Consumers of inbound events LISTEN on sluice_webhooks_inbox: a stored event wakes them at once.
 create function sluice_webhooks.notify_inbox() returns trigger

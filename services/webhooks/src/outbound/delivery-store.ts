@@ -1,0 +1,389 @@
+import { releaseClient } from '@sluice/db';
+import type pg from 'pg';
+import type { OperationalEvent } from './operational';
+import { storeOperationalEvent } from './operational';
+import type { AttemptResult } from './sender';
+
+/**
+ * The delivery worker's SQL: claiming due deliveries under a lease, and settling an attempt.
+ * Values come back as text (the service pool's raw text types) and are parsed here.
+ */
+
+/** A delivery claimed for one attempt, with what the request needs. */
+export interface ClaimedDelivery {
+  readonly id: string;
+  readonly messageId: string;
+  readonly endpointId: string;
+  readonly tenantId: string | null;
+  /** This attempt's number (attempts after the claim). */
+  readonly attempt: number;
+  /** Settling needs it: a worker whose lease ran out settles nothing. */
+  readonly leaseToken: string;
+  readonly url: string;
+  /** The endpoint's custom headers. */
+  readonly headers: Readonly<Record<string, string>>;
+  readonly sendTraceparent: boolean;
+  /** It has a FIFO key: the next of its key waits for it. */
+  readonly fifo: boolean;
+  /** failing_since was set when claimed. */
+  readonly endpointFailing: boolean;
+  /** Signing secrets valid now, newest first. */
+  readonly secrets: readonly string[];
+  /** The request body, {"type","timestamp","data"}, built in SQL from payload::text (exact digits). */
+  readonly body: string;
+  readonly traceparent: string | null;
+  /** The message's created_at, ms since the epoch (delivery lag). */
+  readonly messageCreatedMs: number;
+}
+
+export interface ClaimOptions {
+  /** Most deliveries to claim. */
+  readonly limit: number;
+  /** How long a claim holds: next_attempt_at is set this far ahead. */
+  readonly leaseMs: number;
+  /** Endpoints none of whose deliveries may be claimed (open breaker, at their cap). */
+  readonly excluded: readonly string[];
+  /** Endpoints that may take fewer than `perEndpoint` (in flight already, half-open probe). */
+  readonly limited: ReadonlyMap<string, number>;
+  /** Most deliveries of one endpoint claimed at once otherwise. */
+  readonly perEndpoint: number;
+}
+
+// Due, enabled, not excluded, FIFO heads only (a delivery with an earlier pending one of the same
+// endpoint and key waits: pending includes in flight, so a failing head holds back its key alone);
+// ranked per endpoint so no endpoint takes more than its share; then locked, skipping rows
+// another worker holds, and re-checked after the lock (a row claimed meanwhile is no longer due).
+// Deliveries of disabled endpoints stay pending, unclaimed, until the endpoint is enabled again.
+const CLAIM_SQL = `
+with candidates as (
+  select d.id, d.endpoint_id, d.next_attempt_at
+    from sluice_webhooks.deliveries d
+    join sluice_webhooks.endpoints e on e.id = d.endpoint_id and e.enabled
+   where d.status = 'pending' and d.next_attempt_at <= now()
+     and d.endpoint_id <> all ($1::uuid[])
+     and (d.fifo_key is null or not exists (
+           select 1 from sluice_webhooks.deliveries p
+            where p.endpoint_id = d.endpoint_id and p.fifo_key = d.fifo_key
+              and p.status = 'pending' and p.id < d.id))
+   order by d.next_attempt_at, d.id
+   limit $2
+), ranked as (
+  select c.id, c.next_attempt_at,
+         row_number() over (partition by c.endpoint_id order by c.next_attempt_at, c.id) as rn,
+         coalesce(l.remaining, $3::int) as cap
+    from candidates c
+    left join unnest($4::uuid[], $5::int[]) as l(endpoint_id, remaining) on l.endpoint_id = c.endpoint_id
+), picked as (
+  select d.id
+    from sluice_webhooks.deliveries d
+   where d.id in (select r.id from ranked r where r.rn <= r.cap order by r.next_attempt_at, r.id limit $6)
+     and d.status = 'pending' and d.next_attempt_at <= now()
+   for update of d skip locked
+)
+update sluice_webhooks.deliveries d
+   set attempts = d.attempts + 1,
+       next_attempt_at = now() + $7::bigint * interval '1 millisecond',
+       lease_token = gen_random_uuid(),
+       updated_at = now()
+  from picked p, sluice_webhooks.endpoints e, sluice_webhooks.messages m
+ where d.id = p.id and e.id = d.endpoint_id and m.id = d.message_id
+returning d.id, d.message_id, d.endpoint_id, d.tenant_id, d.attempts, d.lease_token, d.fifo_key is not null as fifo,
+          e.url, e.headers::text as headers, e.send_traceparent, e.failing_since is not null as failing,
+          (select coalesce(json_agg(s.secret order by s.id desc), '[]')
+             from sluice_webhooks.secrets s
+            where s.endpoint_id = d.endpoint_id and (s.expires_at is null or s.expires_at > now())) as secrets,
+          '{"type":' || to_json(m.event_type)::text
+            || ',"timestamp":' || to_json(to_char(m.created_at at time zone 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"'))::text
+            || ',"data":' || m.payload::text || '}' as body,
+          m.traceparent,
+          (extract(epoch from m.created_at) * 1000)::bigint as created_ms`;
+
+interface ClaimRow {
+  id: string;
+  message_id: string;
+  endpoint_id: string;
+  tenant_id: string | null;
+  attempts: string;
+  lease_token: string;
+  fifo: string | boolean;
+  url: string;
+  headers: string;
+  send_traceparent: string | boolean;
+  failing: string | boolean;
+  secrets: string;
+  body: string;
+  traceparent: string | null;
+  created_ms: string;
+}
+
+const bool = (v: string | boolean) => v === true || v === 't' || v === 'true';
+
+function stringMap(json: string): Record<string, string> {
+  const out: Record<string, string> = {};
+  try {
+    const value: unknown = JSON.parse(json);
+    if (typeof value === 'object' && value !== null && !Array.isArray(value))
+      for (const [k, v] of Object.entries(value)) if (typeof v === 'string') out[k] = v;
+  } catch {
+    // Written by the admin API as an object; anything else reads as no headers.
+  }
+  return out;
+}
+
+/**
+ * Claims due deliveries for one attempt each: attempts + 1, a new lease token, and
+ * next_attempt_at moved to the lease's end, in one statement. A worker that dies leaves the
+ * delivery due again when the lease ends (same message, same webhook-id).
+ */
+export async function claimDeliveries(pool: pg.Pool, options: ClaimOptions): Promise<ClaimedDelivery[]> {
+  const limitedIds = [...options.limited.keys()];
+  const limitedCaps = limitedIds.map((id) => options.limited.get(id) as number);
+  const { rows } = await pool.query<ClaimRow>({
+    name: 'sluice-webhooks-claim',
+    text: CLAIM_SQL,
+    values: [
+      options.excluded,
+      Math.max(options.limit * 4, 100),
+      options.perEndpoint,
+      limitedIds,
+      limitedCaps,
+      options.limit,
+      Math.round(options.leaseMs),
+    ],
+  });
+  return rows.map((r) => ({
+    id: r.id,
+    messageId: r.message_id,
+    endpointId: r.endpoint_id,
+    tenantId: r.tenant_id,
+    attempt: Number(r.attempts),
+    leaseToken: r.lease_token,
+    url: r.url,
+    headers: stringMap(r.headers),
+    fifo: bool(r.fifo),
+    sendTraceparent: bool(r.send_traceparent),
+    endpointFailing: bool(r.failing),
+    secrets: (JSON.parse(r.secrets) as unknown[]).filter((s): s is string => typeof s === 'string'),
+    body: r.body,
+    traceparent: r.traceparent,
+    messageCreatedMs: Number(r.created_ms),
+  }));
+}
+
+const ATTEMPT_COLUMNS = `(delivery_id, message_id, endpoint_id, tenant_id, attempt, started_at,
+  duration_ms, status_code, outcome, error, response_body)`;
+
+function attemptValues(d: ClaimedDelivery, startedAt: Date, r: AttemptResult): unknown[] {
+  return [
+    d.id,
+    d.messageId,
+    d.endpointId,
+    d.tenantId,
+    d.attempt,
+    startedAt.toISOString(),
+    r.durationMs,
+    r.statusCode ?? null,
+    r.outcome,
+    r.error ?? null,
+    r.responseBody ?? null,
+  ];
+}
+
+// Records the attempt (unless the delivery is gone: its message was deleted) whatever the lease
+// says — it happened — and settles the delivery only while the lease is still ours.
+const SUCCEED_SQL = `
+with settled as (
+  update sluice_webhooks.deliveries
+     set status = 'succeeded', lease_token = null, updated_at = now()
+   where id = $1 and lease_token = $12 and status = 'pending'
+  returning id
+), recorded as (
+  insert into sluice_webhooks.attempts ${ATTEMPT_COLUMNS}
+  select $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11
+   where exists (select 1 from sluice_webhooks.deliveries where id = $1)
+)
+select count(*)::int as settled from settled`;
+
+const FAIL_SQL = `
+with settled as (
+  update sluice_webhooks.deliveries
+     set status = $13, next_attempt_at = now() + $14::bigint * interval '1 millisecond',
+         lease_token = null, updated_at = now()
+   where id = $1 and lease_token = $12 and status = 'pending'
+  returning id
+), recorded as (
+  insert into sluice_webhooks.attempts ${ATTEMPT_COLUMNS}
+  select $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11
+   where exists (select 1 from sluice_webhooks.deliveries where id = $1)
+)
+select count(*)::int as settled from settled`;
+
+/** What settling an attempt did. */
+export interface Settled {
+  /** False when the lease had run out (another attempt owns the delivery now): nothing changed but the attempt record. */
+  readonly settled: boolean;
+  /** Operational events stored with it (to announce once committed). */
+  readonly events: readonly OperationalEvent[];
+}
+
+/**
+ * Settles a successful attempt: the delivery succeeded, the attempt is recorded, and an endpoint
+ * that was failing is failing no more ("recovered").
+ */
+export async function settleSuccess(
+  pool: pg.Pool,
+  d: ClaimedDelivery,
+  startedAt: Date,
+  result: AttemptResult,
+): Promise<Settled> {
+  const values = [...attemptValues(d, startedAt, result), d.leaseToken];
+  if (!d.endpointFailing) {
+    // The common case in one statement, one round trip.
+    const { rows } = await pool.query<{ settled: string | number }>({
+      name: 'sluice-webhooks-succeed',
+      text: SUCCEED_SQL,
+      values,
+    });
+    return { settled: Number(rows[0]?.settled) > 0, events: [] };
+  }
+  return inTransaction(pool, async (client) => {
+    const { rows } = await client.query<{ settled: string | number }>(SUCCEED_SQL, values);
+    const settled = Number(rows[0]?.settled) > 0;
+    const events: OperationalEvent[] = [];
+    if (settled) {
+      const cleared = await client.query<{ failing_since: string }>(
+        `with old as (
+           select id, failing_since from sluice_webhooks.endpoints
+            where id = $1 and failing_since is not null for update)
+         update sluice_webhooks.endpoints e set failing_since = null, updated_at = now()
+           from old where e.id = old.id
+         returning old.failing_since::text`,
+        [d.endpointId],
+      );
+      const since = cleared.rows[0]?.failing_since;
+      if (since !== undefined) {
+        events.push({
+          event: 'recovered',
+          endpointId: d.endpointId,
+          tenantId: d.tenantId,
+          occurrence: since,
+          details: { failing_since: since, message_id: d.messageId },
+        });
+      }
+    }
+    for (const e of events) await storeOperationalEvent(client, e);
+    return { settled, events };
+  });
+}
+
+export interface FailureDecision {
+  /** Ms until the next attempt, or undefined: the delivery failed for good. */
+  readonly retryInMs: number | undefined;
+  /** 410 Gone: disable the endpoint (reason 'gone'). */
+  readonly gone: boolean;
+  /** Endpoints failing longer than this are disabled (reason 'failing'). */
+  readonly disableAfterFailingMs: number;
+  /** Why it failed for good, for the exhausted event ('exhausted' or 'blocked'). */
+  readonly finalReason: string;
+  readonly messageId: string;
+}
+
+/**
+ * Settles a failed attempt in one transaction: the attempt recorded; the delivery due again
+ * after `retryInMs` or failed; the endpoint failing (since the first failure), disabled when
+ * gone or failing too long; and the operational events of each change.
+ */
+export async function settleFailure(
+  pool: pg.Pool,
+  d: ClaimedDelivery,
+  startedAt: Date,
+  result: AttemptResult,
+  decision: FailureDecision,
+): Promise<Settled> {
+  return inTransaction(pool, async (client) => {
+    const failed = decision.retryInMs === undefined;
+    const { rows } = await client.query<{ settled: string | number }>(FAIL_SQL, [
+      ...attemptValues(d, startedAt, result),
+      d.leaseToken,
+      failed ? 'failed' : 'pending',
+      decision.retryInMs ?? 0,
+    ]);
+    const settled = Number(rows[0]?.settled) > 0;
+    if (!settled) return { settled, events: [] };
+    const events: OperationalEvent[] = [];
+    const base = { endpointId: d.endpointId, tenantId: d.tenantId };
+    const failing = await client.query<{ failing_since: string }>(
+      `update sluice_webhooks.endpoints set failing_since = now(), updated_at = now()
+        where id = $1 and failing_since is null
+       returning failing_since::text`,
+      [d.endpointId],
+    );
+    const since = failing.rows[0]?.failing_since;
+    if (since !== undefined)
+      events.push({
+        ...base,
+        event: 'failing',
+        occurrence: since,
+        details: { failing_since: since, message_id: d.messageId, error: result.error ?? null },
+      });
+    if (failed)
+      events.push({
+        ...base,
+        event: 'exhausted',
+        occurrence: d.id,
+        details: {
+          message_id: d.messageId,
+          delivery_id: d.id,
+          attempts: d.attempt,
+          reason: decision.finalReason,
+          error: result.error ?? null,
+        },
+      });
+    // Disabling clears failing_since: an endpoint enabled again starts with a clean slate.
+    const disabled = await client.query<{ reason: string; at: string; failing_since: string | null }>(
+      `with old as (
+         select id, failing_since from sluice_webhooks.endpoints
+          where id = $1 and enabled
+            and ($2 or failing_since <= now() - $3::bigint * interval '1 millisecond')
+          for update)
+       update sluice_webhooks.endpoints e
+          set enabled = false, disabled_reason = case when $2 then 'gone' else 'failing' end,
+              failing_since = null, updated_at = now()
+         from old where e.id = old.id
+       returning e.disabled_reason as reason, e.updated_at::text as at, old.failing_since::text as failing_since`,
+      [d.endpointId, decision.gone, decision.disableAfterFailingMs],
+    );
+    const off = disabled.rows[0];
+    if (off)
+      events.push({
+        ...base,
+        event: 'disabled',
+        occurrence: off.at,
+        details: {
+          reason: off.reason,
+          failing_since: off.failing_since,
+          message_id: d.messageId,
+          status_code: result.statusCode ?? null,
+        },
+      });
+    for (const e of events) await storeOperationalEvent(client, e);
+    return { settled, events };
+  });
+}
+
+async function inTransaction<T>(pool: pg.Pool, fn: (client: pg.PoolClient) => Promise<T>): Promise<T> {
+  const client = await pool.connect();
+  let failure: unknown;
+  try {
+    await client.query('begin');
+    const out = await fn(client);
+    await client.query('commit');
+    return out;
+  } catch (error) {
+    failure = error;
+    await client.query('rollback').catch(() => {});
+    throw error;
+  } finally {
+    releaseClient(client, failure);
+  }
+}
