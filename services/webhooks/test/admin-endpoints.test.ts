@@ -266,7 +266,13 @@ describe('endpoint validation', () => {
             posts({
               kind: {
                 $case: 'condition',
-                value: { column: 'no_such_column', op: Operator.OPERATOR_EQ, value: undefined, values: [] },
+                value: {
+                  column: 'no_such_column',
+                  op: Operator.OPERATOR_EQ,
+                  value: undefined,
+                  values: [],
+                  textSearchConfig: '',
+                },
               },
             }),
           ],
@@ -313,6 +319,7 @@ describe('endpoint validation', () => {
                 op: Operator.OPERATOR_EQ,
                 value: { kind: { $case: 'stringValue', value: 'published' } },
                 values: [],
+                textSearchConfig: '',
               },
             },
           }),
