@@ -1,6 +1,23 @@
-import type { Database, SchemaCatalog } from '@sluice/db';
+import { context, ROOT_CONTEXT, SpanKind, SpanStatusCode, trace } from '@opentelemetry/api';
+import {
+  type Change,
+  ChangeFeed,
+  ChangesReason,
+  comparePositions,
+  type Position,
+  readChanges,
+  writerLinks,
+} from '@sluice/changes';
+import { Backoff, SluiceError } from '@sluice/core';
+import { type Database, releaseClient, type SchemaCatalog } from '@sluice/db';
+import { Gauge, metrics } from '@sluice/observability';
 import type pg from 'pg';
 import type { Logger } from 'pino';
+import { Counter } from 'prom-client';
+import { changePositionNow, formatChangePosition, parseChangePosition } from '../change-position';
+import { EndpointCache, type FanoutEndpoint } from './fanout-endpoints';
+import { matchBatch } from './fanout-match';
+import { insertRowMessages } from './row-payload';
 
 export interface FanoutDeps {
   readonly pool: pg.Pool;
@@ -9,13 +26,329 @@ export interface FanoutDeps {
   readonly catalog: () => SchemaCatalog;
   /** A direct (session) connection string for the change feed's LISTEN. */
   readonly listenConnectionString: string;
+  /** Changes read per transaction (default 500). */
+  readonly batchSize?: number;
+  /** Look for changes at least this often besides the feed's wake-ups (default 1000 ms). */
+  readonly pollIntervalMs?: number;
+  /** The wake-up feed's pg_current_snapshot() probe interval (default 10 ms; 0: NOTIFY and polling only). */
+  readonly probeIntervalMs?: number;
 }
 
 export interface Fanout {
+  /** Stops after the batch in hand (its transaction commits or rolls back), then the feed. */
   close(): Promise<void>;
 }
 
-// PLACEHOLDER (being written): turns captured row changes into messages and deliveries.
-export async function startFanout(_deps: FanoutDeps): Promise<Fanout> {
-  return { close: async () => {} };
+const messagesCreated = new Counter({
+  name: 'webhooks_fanout_messages_total',
+  help: 'Row-change messages (each with its one delivery) created by the fan-out.',
+  registers: [metrics],
+});
+
+const skipped = new Counter({
+  name: 'webhooks_fanout_skipped_total',
+  help: 'Row changes the fan-out could not give an endpoint: its RLS check or filter kept failing (skipped after retries), or the change log no longer held them (position expired or log regressed).',
+  labelNames: ['reason'],
+  registers: [metrics],
+});
+
+// Every fan-out of the process reports; the gauge shows the furthest behind.
+const running = new Set<FanoutLoop>();
+new Gauge({
+  name: 'webhooks_fanout_lag_seconds',
+  help: 'How far the row-change fan-out is behind the change log: 0 when its last read reached the end, else the time since the last read that did (a backlog, failures, or another instance holding the fan-out).',
+  registers: [metrics],
+  collect() {
+    let lag = 0;
+    for (const loop of running) lag = Math.max(lag, loop.lagSeconds());
+    this.set(lag);
+  },
+});
+
+// A batch whose RLS checks keep failing for one endpoint is retried this many times before that
+// endpoint's changes of the batch are given up, so one broken policy cannot stop every endpoint.
+const MAX_ENDPOINT_FAILURES = 5;
+
+const LOCK_SQL = 'select position from sluice_webhooks.fanout where singleton for update skip locked';
+
+/**
+ * Turns captured row changes into per-endpoint messages and deliveries (see row-payload.ts for
+ * what a message holds). One fan-out position for the whole service (sluice_webhooks.fanout);
+ * each batch is one transaction that locks it (FOR UPDATE SKIP LOCKED: another instance at work
+ * is left alone, it will read on itself), reads the change log after it, matches the enabled
+ * endpoints (fanout-match.ts: table, operation, filter, start position, the owner's RLS), writes
+ * the messages and their deliveries and moves the position to the batch's end, and commits. A
+ * crash anywhere rolls all of it back: nothing is lost, nothing is written twice.
+ *
+ * Wake-ups: a ChangeFeed of its own (snapshot probe, NOTIFY sluice_changes, polling) says when
+ * changes arrive; the fan-out then reads from its stored position. A full batch is followed by
+ * the next at once.
+ */
+export async function startFanout(deps: FanoutDeps): Promise<Fanout> {
+  const { pool } = deps;
+  // The first instance ever starts at the end of the log: endpoints start after their own
+  // start_position, and none can start before the fan-out existed.
+  await pool.query(
+    'insert into sluice_webhooks.fanout (position) values ($1) on conflict (singleton) do nothing',
+    [await changePositionNow(pool)],
+  );
+  const loop = new FanoutLoop(deps);
+  const feed = await ChangeFeed.start({
+    pool,
+    listenConnectionString: deps.listenConnectionString,
+    batchSize: 1000,
+    probeIntervalMs: deps.probeIntervalMs ?? 10,
+    pollIntervalMs: deps.pollIntervalMs ?? 1000,
+    logger: deps.logger,
+  });
+  feed.onBatch((batch) => {
+    if (batch.changes.length > 0) loop.wake();
+  });
+  loop.start();
+  running.add(loop);
+  return {
+    async close() {
+      running.delete(loop);
+      await loop.close();
+      await feed.close();
+    },
+  };
+}
+
+class FanoutLoop {
+  readonly #deps: FanoutDeps;
+  readonly #endpoints: EndpointCache;
+  readonly #batchSize: number;
+  readonly #abort = new AbortController();
+  #closed = false;
+  #wakePending = true;
+  #wakeUp: (() => void) | undefined;
+  #loop: Promise<void> | undefined;
+  #caughtUpAt = Date.now();
+  #behind = false;
+  /** Endpoint id -> failed attempts at the batch after `position`. */
+  #failures = new Map<string, { position: string; count: number }>();
+
+  constructor(deps: FanoutDeps) {
+    this.#deps = deps;
+    this.#endpoints = new EndpointCache(deps.catalog, deps.logger);
+    this.#batchSize = deps.batchSize ?? 500;
+  }
+
+  start(): void {
+    this.#loop = this.#run();
+  }
+
+  lagSeconds(now = Date.now()): number {
+    return this.#behind ? Math.max(0, now - this.#caughtUpAt) / 1000 : 0;
+  }
+
+  wake(): void {
+    this.#wakePending = true;
+    this.#wakeUp?.();
+  }
+
+  async close(): Promise<void> {
+    if (this.#closed) return;
+    this.#closed = true;
+    this.wake();
+    await this.#loop;
+  }
+
+  async #run(): Promise<void> {
+    const { logger } = this.#deps;
+    const backoff = new Backoff({ initialMs: 100, maxMs: 5_000 });
+    const pollMs = this.#deps.pollIntervalMs ?? 1000;
+    while (!this.#closed) {
+      this.#wakePending = false;
+      let delay = pollMs;
+      try {
+        const started = Date.now();
+        const more = await this.#fanOnce();
+        backoff.reset();
+        this.#behind = more;
+        if (!more) this.#caughtUpAt = started;
+        if (more) continue;
+      } catch (err) {
+        this.#behind = true;
+        if (!this.#closed) logger.warn({ err }, 'webhooks fan-out: batch failed; retrying');
+        delay = Math.min(backoff.next(), pollMs);
+      }
+      await this.#sleep(delay);
+    }
+  }
+
+  /**
+   * One batch in one transaction. Returns true when more changes may be waiting right away
+   * (a full batch).
+   */
+  async #fanOnce(): Promise<boolean> {
+    const { pool, logger } = this.#deps;
+    const client = await pool.connect();
+    let broken: unknown;
+    try {
+      await client.query('begin');
+      const locked = await client.query<{ position: string }>(LOCK_SQL);
+      const row = locked.rows[0];
+      if (!row) {
+        // Another instance holds the fan-out: it reads on after its batch itself.
+        await client.query('rollback');
+        return false;
+      }
+      const after = parseChangePosition(row.position);
+      let changes: readonly Change[];
+      let until: Position;
+      try {
+        const batch = await readChanges(pool, after, this.#batchSize, { logger, signal: this.#abort.signal });
+        changes = batch.changes;
+        until = batch.until;
+      } catch (error) {
+        if (!isLost(error)) throw error;
+        // Retention (or a restored database) took changes the fan-out had not handed out: they
+        // cannot be delivered; carry on from the log's end rather than stop for good.
+        const now = await changePositionNow(pool);
+        logger.error(
+          { err: error, from: row.position, to: now },
+          'webhooks fan-out: the change log no longer holds changes after the fan-out position; row changes were lost, continuing at the end of the log',
+        );
+        skipped.inc({ reason: (error as SluiceError).reason ?? 'lost' });
+        await client.query('update sluice_webhooks.fanout set position = $1, updated_at = now()', [now]);
+        await client.query('commit');
+        return true;
+      }
+      if (comparePositions(until, after) === 0) {
+        await client.query('rollback');
+        return false;
+      }
+      const created =
+        changes.length === 0
+          ? 0
+          : await inFanoutSpan(changes, () => this.#fanOut(client, row.position, changes));
+      await client.query('update sluice_webhooks.fanout set position = $1, updated_at = now()', [
+        formatChangePosition(until),
+      ]);
+      await client.query('commit');
+      if (created > 0) messagesCreated.inc(created);
+      return changes.length >= this.#batchSize;
+    } catch (error) {
+      broken = error;
+      await client.query('rollback').catch(() => {});
+      throw error;
+    } finally {
+      releaseClient(client, broken instanceof SluiceError ? undefined : (broken as Error | undefined));
+    }
+  }
+
+  /** Matches the batch against the endpoints and writes the messages; returns how many. */
+  async #fanOut(client: pg.PoolClient, position: string, changes: readonly Change[]): Promise<number> {
+    const { db } = this.#deps;
+    const endpoints = await this.#endpoints.load(client);
+    this.#deps.logger.debug(
+      { after: position, changes: changes.length, endpoints: endpoints.length },
+      'webhooks fan-out: batch',
+    );
+    if (endpoints.length === 0) return 0;
+    const { wanted, failed } = await matchBatch(
+      db,
+      endpoints,
+      changes,
+      this.#abort.signal,
+      visibilityParallelism(this.#deps.pool),
+    );
+    this.#noteFailures(failed, position);
+    const created = await insertRowMessages(client, wanted);
+    trace.getActiveSpan()?.setAttribute('sluice.webhooks.messages', created);
+    return created;
+  }
+
+  /**
+   * An endpoint whose RLS check or filter failed makes the batch fail (it is retried, failures
+   * are often passing: a connection lost, a policy being replaced), until it has failed
+   * MAX_ENDPOINT_FAILURES times at the same position: then its changes of this batch are given
+   * up (logged, counted) and the other endpoints go on.
+   */
+  #noteFailures(failed: Map<FanoutEndpoint, unknown>, position: string): void {
+    for (const id of [...this.#failures.keys()]) {
+      if (this.#failures.get(id)?.position !== position) this.#failures.delete(id);
+    }
+    let retry: unknown;
+    for (const [endpoint, error] of failed) {
+      const previous = this.#failures.get(endpoint.id);
+      const count = previous?.position === position ? previous.count + 1 : 1;
+      this.#failures.set(endpoint.id, { position, count });
+      if (count < MAX_ENDPOINT_FAILURES) {
+        retry ??= error;
+        continue;
+      }
+      this.#deps.logger.error(
+        { err: error, endpoint: endpoint.id, after: position },
+        'webhooks fan-out: the owner RLS check or filter keeps failing for this endpoint; its row changes of this batch are skipped',
+      );
+      skipped.inc({ reason: 'check_failed' });
+    }
+    if (retry !== undefined) {
+      throw new SluiceError(
+        'UNAVAILABLE',
+        'An endpoint owner RLS check or filter failed; the batch is retried',
+        {
+          cause: retry,
+        },
+      );
+    }
+  }
+
+  #sleep(ms: number): Promise<void> {
+    if (this.#wakePending || this.#closed) return Promise.resolve();
+    return new Promise((resolve) => {
+      const timer = setTimeout(done, ms);
+      timer.unref();
+      const self = this;
+      function done() {
+        clearTimeout(timer);
+        self.#wakeUp = undefined;
+        resolve();
+      }
+      this.#wakeUp = done;
+    });
+  }
+}
+
+/** Retention deleted changes after the position, or the log lost windows already read. */
+function isLost(error: unknown): boolean {
+  return (
+    error instanceof SluiceError &&
+    (error.reason === ChangesReason.positionExpired || error.reason === ChangesReason.logRegressed)
+  );
+}
+
+/**
+ * One root CONSUMER span per batch with changes, linked to their writers (as the events
+ * service's feed does: a trace backend leads from a write to the webhook made of it); the
+ * batch's RLS checks and writes are its children.
+ */
+async function inFanoutSpan(changes: readonly Change[], fn: () => Promise<number>): Promise<number> {
+  const span = trace.getTracer('@sluice/webhooks').startSpan(
+    'sluice.webhooks.fanout',
+    {
+      kind: SpanKind.CONSUMER,
+      root: true,
+      links: writerLinks(changes),
+      attributes: { 'sluice.changes.count': changes.length },
+    },
+    ROOT_CONTEXT,
+  );
+  try {
+    return await context.with(trace.setSpan(ROOT_CONTEXT, span), fn);
+  } catch (error) {
+    span.setStatus({ code: SpanStatusCode.ERROR });
+    throw error;
+  } finally {
+    span.end();
+  }
+}
+
+/** Half the pool: the RLS checks of a batch may use that many connections at once. */
+function visibilityParallelism(pool: pg.Pool): number {
+  const max = (pool as unknown as { options: { max?: number } }).options.max ?? 10;
+  return Math.max(1, Math.floor(max / 2));
 }

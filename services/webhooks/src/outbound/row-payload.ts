@@ -1,0 +1,110 @@
+import type pg from 'pg';
+import { formatChangePosition } from '../change-position';
+import type { Wanted } from './fanout-match';
+
+/**
+ * Row-change messages and their deliveries, written in one statement per batch.
+ *
+ * The payload (messages.payload, the `data` of the webhook body) is the Supabase
+ * database-webhook shape plus where the change stands in the log:
+ *
+ *   {"type": "INSERT" | "UPDATE" | "DELETE", "schema": "public", "table": "posts",
+ *    "record": {...} | null, "old_record": {...} | null,
+ *    "position": "<window>:<id>", "commit_timestamp": "2026-11-27T09:36:08.123456Z"}
+ *
+ * It is built in PostgreSQL from the change log's jsonb (to_jsonb of the row, what Supabase
+ * sends), so values keep their exact digits and text: nothing is parsed and printed again in
+ * JavaScript. What the endpoint's owner may see:
+ * - `record` (INSERT, UPDATE): the columns the owner may SELECT (column privileges), every one
+ *   of them present (a json column that was SQL NULL, which the log leaves out, is null);
+ * - `old_record`: the old row in full for a service_role owner only; under RLS the old version
+ *   is not checked, so an UPDATE carries null and a DELETE the primary key columns only (the
+ *   events service's rule: the deleted version passed the RLS check, its key identifies it);
+ * - `record` of a DELETE is null, as in Supabase's payload.
+ * `commit_timestamp` is the writing transaction's start time in UTC (the change log's
+ * committed_at: close to the commit and never later).
+ *
+ * event_type is "row.inserted", "row.updated" or "row.deleted" (schema and table are in the
+ * payload; table names need not fit the event type's characters).
+ *
+ * ordering_key is "<schema>.<table>:<primary key as JSON>"; the delivery's fifo_key is that key
+ * for ordering 'key', the row's tenant (change_log.tenant_id, else the endpoint's, else '') for
+ * ordering 'tenant', none otherwise. Deliveries are inserted in the batch's order, so their ids
+ * follow change positions per endpoint (the FIFO order).
+ *
+ * `on conflict do nothing` on (endpoint_id, change_position): a batch fanned out twice (it
+ * cannot be while the position row is locked, but a second guard costs nothing) creates nothing
+ * twice; a message not created then gets no second delivery.
+ */
+const INSERT_SQL = `
+with wanted as (
+  select w.n, w.endpoint_id, w.change_id, w.position, w.columns, w.full_old
+    from rows from (pg_catalog.unnest($1::uuid[]), pg_catalog.unnest($2::bigint[]), pg_catalog.unnest($3::text[]),
+                    pg_catalog.unnest($4::jsonb[]), pg_catalog.unnest($5::boolean[]))
+           with ordinality as w(endpoint_id, change_id, position, columns, full_old, n)
+), rows as (
+  select w.n, w.endpoint_id, w.position, e.tenant_id, e.ordering, c.tenant_id as row_tenant,
+         c.trace_id,
+         c.schema || '.' || c."table" || ':' || c.pk::text as ordering_key,
+         case c.op when 'INSERT' then 'row.inserted' when 'UPDATE' then 'row.updated' else 'row.deleted' end as event_type,
+         pg_catalog.jsonb_build_object(
+           'type', c.op,
+           'schema', c.schema,
+           'table', c."table",
+           'record', case when c.op <> 'DELETE' then
+             (select pg_catalog.jsonb_object_agg(k.key, coalesce(c.record -> k.key, 'null'::jsonb))
+                from pg_catalog.jsonb_object_keys(w.columns) as k(key)) end,
+           'old_record', case
+             when c.op = 'INSERT' then null
+             when w.full_old then
+               (select pg_catalog.jsonb_object_agg(k.key, coalesce(c.old_record -> k.key, 'null'::jsonb))
+                  from pg_catalog.jsonb_object_keys(w.columns) as k(key))
+             when c.op = 'DELETE' then c.pk
+           end,
+           'position', w.position,
+           'commit_timestamp', pg_catalog.to_char(c.committed_at at time zone 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')
+         ) as payload
+    from wanted w
+    join sluice.change_log c on c.id = w.change_id
+    join sluice_webhooks.endpoints e on e.id = w.endpoint_id
+), messages as (
+  insert into sluice_webhooks.messages
+    (tenant_id, event_type, payload, ordering_key, endpoint_id, change_position, traceparent)
+  select r.tenant_id, r.event_type, r.payload, r.ordering_key, r.endpoint_id, r.position,
+         case when r.trace_id ~ '^[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}$' then r.trace_id end
+    from rows r
+   order by r.n
+  on conflict (endpoint_id, change_position) where change_position is not null do nothing
+  returning id, endpoint_id, change_position
+)
+insert into sluice_webhooks.deliveries (message_id, endpoint_id, tenant_id, fifo_key)
+select m.id, m.endpoint_id, r.tenant_id,
+       case r.ordering
+         when 'key' then r.ordering_key
+         when 'tenant' then coalesce(r.row_tenant, r.tenant_id::text, '')
+       end
+  from messages m
+  join rows r on r.endpoint_id = m.endpoint_id and r.position = m.change_position
+ order by r.n`;
+
+/**
+ * Writes the messages and deliveries of `wanted` (in its order) on `client`, inside the caller's
+ * transaction. Returns the number of messages created.
+ */
+export async function insertRowMessages(client: pg.ClientBase, wanted: readonly Wanted[]): Promise<number> {
+  if (wanted.length === 0) return 0;
+  const endpoints: string[] = [];
+  const ids: string[] = [];
+  const positions: string[] = [];
+  const columns: string[] = [];
+  const fullOld: boolean[] = [];
+  for (const w of wanted) {
+    endpoints.push(w.endpoint.id);
+    ids.push(w.change.position.id.toString());
+    positions.push(formatChangePosition(w.change.position));
+    columns.push(w.selection.columns);
+    fullOld.push(w.endpoint.bypassesRls);
+  }
+  const result = await client.query(INSERT_SQL, [endpoints, ids, positions, columns, fullOld]);
+  return result.rowCount ?? 0;
+}
