@@ -1,11 +1,11 @@
 import type { AddressInfo } from 'node:net';
-import { isConnectionError, type SchemaCatalog } from '@sluice/db';
+import type { SchemaCatalog } from '@sluice/db';
 import Fastify, { type FastifyError, type FastifyReply, type FastifyRequest } from 'fastify';
 import type pg from 'pg';
 import type { Logger } from 'pino';
 import type { InboundSettings } from '../config';
 import { IngressError, type IngressReason } from './errors';
-import { storeEvent } from './inbox';
+import { InboxWriter, isUnreachable } from './inbox';
 import { inboundRejected, inboundRequests } from './metrics';
 import { TokenBuckets } from './rate-limit';
 import { describeEvent, verifyRequest } from './receive';
@@ -30,8 +30,6 @@ const SOURCE_NAME = /^[a-z0-9][a-z0-9_-]{0,62}$/;
 const REFRESH_ON_FAILURE_MS = 500;
 /** close() waits this long for requests in flight, then closes their connections. */
 const CLOSE_GRACE_MS = 5_000;
-// pg-pool's error when no connection freed up within the acquire timeout.
-const POOL_WAIT_TIMEOUT = 'timeout exceeded when trying to connect';
 
 /** What the hooks learn about a request before its handler runs. */
 interface RequestState {
@@ -58,6 +56,8 @@ export async function startIngress(deps: IngressDeps): Promise<Ingress> {
   const logger = deps.logger.child({ component: 'ingress' });
   const sources = new SourceCache(pool);
   const buckets = new TokenBuckets();
+  // Half the pool at most: the delivery workers and consumers share it.
+  const inbox = new InboxWriter(pool, { maxInFlight: Math.max(1, Math.floor((pool.options.max ?? 10) / 2)) });
   const states = new WeakMap<FastifyRequest, RequestState>();
   const stateOf = (request: FastifyRequest): RequestState => {
     let state = states.get(request);
@@ -76,7 +76,7 @@ export async function startIngress(deps: IngressDeps): Promise<Ingress> {
     try {
       return await sources.get(name, maxAgeMs);
     } catch (error) {
-      throw databaseError(error) ? unavailable(error) : error;
+      throw isUnreachable(error) ? unavailable(error) : error;
     }
   };
 
@@ -160,11 +160,11 @@ export async function startIngress(deps: IngressDeps): Promise<Ingress> {
         { source, body, headers: request.headers, now, toleranceSeconds: settings.toleranceSeconds, catalog },
         verified,
       );
-      let stored: Awaited<ReturnType<typeof storeEvent>>;
+      let stored: Awaited<ReturnType<InboxWriter['store']>>;
       try {
-        stored = await storeEvent(pool, source, event, body);
+        stored = await inbox.store(source, event, body);
       } catch (error) {
-        throw databaseError(error) ? unavailable(error) : error;
+        throw isUnreachable(error) ? unavailable(error) : error;
       }
       return reply
         .code(200)
@@ -237,13 +237,6 @@ const SIGNATURE_MESSAGES: Readonly<Record<IngressReason, string>> = {
 
 function tooLarge(limit: number): IngressError {
   return new IngressError('body_too_large', `the body is larger than ${limit} bytes`);
-}
-
-/** True when a statement failed because the database could not be reached or answered in time. */
-function databaseError(error: unknown): boolean {
-  if (!(error instanceof Error)) return false;
-  const code = (error as { code?: unknown }).code;
-  return error.message === POOL_WAIT_TIMEOUT || code === '57014' || isConnectionError(error);
 }
 
 /** Fastify's own refusals (unparsable Content-Type, a bad Content-Length…) in the ingress's terms. */

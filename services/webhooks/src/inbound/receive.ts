@@ -173,12 +173,16 @@ export function describeEvent(
   }
 
   const externalId = eventId(source, headers, schemeId, needJson, body);
-  if (externalId.length === 0 || externalId.length > MAX_EXTERNAL_ID)
-    throw new IngressError('missing_event_id', `the event id must be 1 to ${MAX_EXTERNAL_ID} characters`);
+  if (externalId.length === 0 || externalId.length > MAX_EXTERNAL_ID || externalId.includes('\u0000'))
+    throw new IngressError(
+      'missing_event_id',
+      `the event id must be 1 to ${MAX_EXTERNAL_ID} characters, without NUL`,
+    );
   const traceparent = headerText(headers, 'traceparent');
   return {
     externalId,
-    eventType: eventType === null ? null : eventType.slice(0, 255),
+    // PostgreSQL text holds no NUL: such a type is dropped rather than failing the insert.
+    eventType: eventType === null || eventType.includes('\u0000') ? null : eventType.slice(0, 255),
     headers: keptHeaders(source, headers),
     change,
     traceparent: traceparent && parseTraceparent(traceparent) ? traceparent : null,
