@@ -1,5 +1,7 @@
 import type { AddressInfo } from 'node:net';
+import { ROOT_CONTEXT, type Span, SpanKind, SpanStatusCode, trace } from '@opentelemetry/api';
 import type { SchemaCatalog } from '@sluice/db';
+import { parseTraceparent, tracerFor } from '@sluice/observability';
 import Fastify, { type FastifyError, type FastifyReply, type FastifyRequest } from 'fastify';
 import type pg from 'pg';
 import type { Logger } from 'pino';
@@ -36,6 +38,8 @@ interface RequestState {
   source?: InboundSource;
   /** Ends reading the body: the source's limit once known. */
   maxBodyBytes: number;
+  /** The request's SERVER span when tracing is on. */
+  span?: Span;
 }
 
 /**
@@ -204,8 +208,35 @@ export async function startIngress(deps: IngressDeps): Promise<Ingress> {
     },
   );
 
+  // One SERVER span per request, a child of the sender's traceparent when it sent one.
+  app.addHook('onRequest', async (request) => {
+    const tracer = tracerFor('@sluice/webhooks');
+    if (!tracer) return;
+    const remote = parseTraceparent(request.headers.traceparent as string | undefined);
+    const parent = remote ? trace.setSpanContext(ROOT_CONTEXT, remote) : ROOT_CONTEXT;
+    stateOf(request).span = tracer.startSpan(
+      `${request.method} /webhooks/{source}`,
+      {
+        kind: SpanKind.SERVER,
+        attributes: { 'http.request.method': request.method, 'url.path': request.url },
+      },
+      parent,
+    );
+  });
+
   app.addHook('onResponse', async (request, reply) => {
-    inboundRequests.inc({ source: stateOf(request).source?.name ?? '', status: String(reply.statusCode) });
+    const state = stateOf(request);
+    inboundRequests.inc({ source: state.source?.name ?? '', status: String(reply.statusCode) });
+    if (state.span) {
+      if (state.source) state.span.setAttribute('sluice.webhooks.source', state.source.name);
+      state.span.setAttribute('http.response.status_code', reply.statusCode);
+      if (reply.statusCode >= 500) state.span.setStatus({ code: SpanStatusCode.ERROR });
+      state.span.end();
+    }
+  });
+
+  app.addHook('onRequestAbort', async (request) => {
+    stateOf(request).span?.end();
   });
 
   const { host, port } = splitAddress(settings.httpAddress);
