@@ -1,5 +1,5 @@
 import type { ChangeOp, Position } from '@sluice/changes';
-import type { Identity } from '@sluice/core';
+import { type Identity, SluiceError } from '@sluice/core';
 import type { CatalogTable, SchemaCatalog } from '@sluice/db';
 import { compileMatcher, type RowMatcher } from '@sluice/events-service';
 import { Filter } from '@sluice/proto';
@@ -39,6 +39,11 @@ export interface FanoutEndpoint {
   readonly start: Position;
   /** "schema.table" -> selection. */
   readonly tables: ReadonlyMap<string, CompiledSelection>;
+  /**
+   * Selected tables ("schema.table") the catalog does not know: created a moment ago, before the
+   * catalog's reload. Their changes are not skipped but retried (fanout.ts) until it knows them.
+   */
+  readonly unresolved: ReadonlySet<string>;
 }
 
 // The service's pool returns every value as PostgreSQL's text (@sluice/db createPool): the
@@ -133,6 +138,7 @@ export class EndpointCache {
     }
     const access = new Access(catalog, identity.role);
     const tables = new Map<string, CompiledSelection>();
+    const unresolved = new Set<string>();
     for (const [i, selection] of readTableSelections(JSON.parse(row.tables)).entries()) {
       const field = `tables[${i}]`;
       try {
@@ -174,13 +180,17 @@ export class EndpointCache {
         const columns = JSON.stringify(Object.fromEntries(visible.map((c) => [c.name, null])));
         tables.set(key, { table, operations, matches, ...(sqlFilter ? { sqlFilter } : {}), columns });
       } catch (err) {
+        if (err instanceof SluiceError && err.reason === 'SLUICE_UNKNOWN_TABLE') {
+          unresolved.add(`${selection.schema}.${selection.table}`);
+          continue;
+        }
         this.logger.warn(
           { endpoint: row.id, err, schema: selection.schema, table: selection.table },
           'webhooks fan-out: endpoint table selection does not fit the catalog or the owner; left out',
         );
       }
     }
-    if (tables.size === 0) return undefined;
+    if (tables.size === 0 && unresolved.size === 0) return undefined;
     return {
       id: row.id,
       tenantId: row.tenant_id,
@@ -189,6 +199,7 @@ export class EndpointCache {
       bypassesRls: identity.role === 'service_role',
       start,
       tables,
+      unresolved,
     };
   }
 }

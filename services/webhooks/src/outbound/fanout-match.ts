@@ -19,7 +19,10 @@ export interface Wanted {
 export interface MatchResult {
   /** Per endpoint in the order given, each endpoint's changes in position order. */
   readonly wanted: Wanted[];
-  /** Endpoints whose RLS check or SQL filter failed: none of their changes is in `wanted`. */
+  /**
+   * Endpoints whose RLS check or SQL filter failed, or with a change of a selected table the
+   * catalog does not know yet: none of their changes is in `wanted`.
+   */
   readonly failed: Map<FanoutEndpoint, unknown>;
 }
 
@@ -48,12 +51,18 @@ export async function matchBatch(
 ): Promise<MatchResult> {
   const candidates = new Map<FanoutEndpoint, Candidate[]>();
   const checks: VisibilityCheck[] = [];
-  for (const endpoint of endpoints) {
+  const failed = new Map<FanoutEndpoint, unknown>();
+  perEndpoint: for (const endpoint of endpoints) {
     let list: Candidate[] | undefined;
     let byTable: Map<CompiledSelection, VisibilityCheck> | undefined;
     for (const change of changes) {
       if (comparePositions(change.position, endpoint.start) <= 0) continue;
-      const selection = endpoint.tables.get(`${change.schema}.${change.table}`);
+      const key = `${change.schema}.${change.table}`;
+      if (endpoint.unresolved.has(key)) {
+        failed.set(endpoint, new Error(`${key} is not in the schema catalog (yet)`));
+        continue perEndpoint;
+      }
+      const selection = endpoint.tables.get(key);
       if (!selection?.operations.has(change.op)) continue;
       if (selection.matches && !selection.matches(rowInTableOrder(change, selection.table))) continue;
       let check: VisibilityCheck | undefined;
@@ -95,7 +104,6 @@ export async function matchBatch(
   if (filters.length > 0) await matchInDatabase(db, filters, signal);
 
   const wanted: Wanted[] = [];
-  const failed = new Map<FanoutEndpoint, unknown>();
   for (const [endpoint, list] of candidates) {
     const error = list.find((c) => (c.check?.error ?? c.filter?.error) !== undefined);
     if (error) {

@@ -65,9 +65,12 @@ new Gauge({
   },
 });
 
-// A batch whose RLS checks keep failing for one endpoint is retried this many times before that
-// endpoint's changes of the batch are given up, so one broken policy cannot stop every endpoint.
+// A batch whose RLS checks keep failing for one endpoint is retried at least this many times and
+// for at least this long before that endpoint's changes of the batch are given up, so one broken
+// policy cannot stop every endpoint, while passing trouble (a connection lost, a table the
+// catalog has not reloaded yet) loses nothing.
 const MAX_ENDPOINT_FAILURES = 5;
+const MAX_ENDPOINT_FAILING_MS = 30_000;
 
 const LOCK_SQL = 'select position from sluice_webhooks.fanout where singleton for update skip locked';
 
@@ -126,8 +129,8 @@ class FanoutLoop {
   #loop: Promise<void> | undefined;
   #caughtUpAt = Date.now();
   #behind = false;
-  /** Endpoint id -> failed attempts at the batch after `position`. */
-  #failures = new Map<string, { position: string; count: number }>();
+  /** Endpoint id -> failed attempts at the batch after `position`, since when. */
+  #failures = new Map<string, { position: string; count: number; since: number }>();
 
   constructor(deps: FanoutDeps) {
     this.#deps = deps;
@@ -262,10 +265,10 @@ class FanoutLoop {
   }
 
   /**
-   * An endpoint whose RLS check or filter failed makes the batch fail (it is retried, failures
-   * are often passing: a connection lost, a policy being replaced), until it has failed
-   * MAX_ENDPOINT_FAILURES times at the same position: then its changes of this batch are given
-   * up (logged, counted) and the other endpoints go on.
+   * An endpoint whose RLS check or filter failed (or that selects a table the catalog does not
+   * know yet) makes the batch fail: it is retried, such failures are often passing. Once it has
+   * failed MAX_ENDPOINT_FAILURES times over MAX_ENDPOINT_FAILING_MS at the same position, its
+   * changes of this batch are given up (logged, counted) and the other endpoints go on.
    */
   #noteFailures(failed: Map<FanoutEndpoint, unknown>, position: string): void {
     for (const id of [...this.#failures.keys()]) {
@@ -274,15 +277,17 @@ class FanoutLoop {
     let retry: unknown;
     for (const [endpoint, error] of failed) {
       const previous = this.#failures.get(endpoint.id);
-      const count = previous?.position === position ? previous.count + 1 : 1;
-      this.#failures.set(endpoint.id, { position, count });
-      if (count < MAX_ENDPOINT_FAILURES) {
+      const same = previous?.position === position;
+      const count = same ? previous.count + 1 : 1;
+      const since = same ? previous.since : Date.now();
+      this.#failures.set(endpoint.id, { position, count, since });
+      if (count < MAX_ENDPOINT_FAILURES || Date.now() - since < MAX_ENDPOINT_FAILING_MS) {
         retry ??= error;
         continue;
       }
       this.#deps.logger.error(
         { err: error, endpoint: endpoint.id, after: position },
-        'webhooks fan-out: the owner RLS check or filter keeps failing for this endpoint; its row changes of this batch are skipped',
+        'webhooks fan-out: matching keeps failing for this endpoint (owner RLS check, filter, or a table the catalog does not know); its row changes of this batch are skipped',
       );
       skipped.inc({ reason: 'check_failed' });
     }
