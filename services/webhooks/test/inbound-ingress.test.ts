@@ -40,10 +40,13 @@ function standardHeaders(secret: string, body: string, id = `msg_${randomUUID()}
   };
 }
 
-async function rejected(source: string, reason: string): Promise<number> {
-  const metric = await metrics.getSingleMetric('webhooks_inbound_rejected_total')?.get();
-  return metric?.values.find((v) => v.labels.source === source && v.labels.reason === reason)?.value ?? 0;
+async function counted(metric: string, labels: Record<string, string>): Promise<number> {
+  const values = (await metrics.getSingleMetric(metric)?.get())?.values ?? [];
+  return values.find((v) => Object.entries(labels).every(([k, l]) => v.labels[k] === l))?.value ?? 0;
 }
+
+const rejected = (source: string, reason: string) =>
+  counted('webhooks_inbound_rejected_total', { source, reason });
 
 describe('standard-webhooks', () => {
   const secret = newSecret();
@@ -70,6 +73,7 @@ describe('standard-webhooks', () => {
       'x-other': 'dropped',
     });
     expect(answer.status).toBe(200);
+    expect(await counted('webhooks_inbound_requests_total', { source: name, status: '200' })).toBe(1);
     expect(answer.json).toEqual({
       id: expect.any(String),
       external_id: headers['webhook-id'],

@@ -162,3 +162,43 @@ describe('database unavailable', () => {
     expect(await inboxRows(stack, id)).toHaveLength(1);
   });
 });
+
+describe('close', () => {
+  it('finishes a request in flight, then accepts no more', async () => {
+    const instance = await stack.addInstance();
+    const secret = newSecret();
+    const name = sourceName('closing');
+    const id = await createSource(stack, { name, kind: 'standard-webhooks', secrets: [secret] });
+    const body = Buffer.from(`{"type":"slow","pad":"${'p'.repeat(4000)}"}`);
+    const headers = signed(secret, body.toString());
+    const url = new URL(instance.httpUrl);
+    let closing: Promise<void> | undefined;
+    const status = await new Promise<number>((resolve, reject) => {
+      const request = http.request({
+        host: url.hostname,
+        port: url.port,
+        method: 'POST',
+        path: `/webhooks/${name}`,
+        headers: { ...headers, 'content-type': 'application/json', 'content-length': String(body.length) },
+      });
+      request.on('response', (response) => {
+        response.resume();
+        resolve(response.statusCode ?? 0);
+      });
+      request.on('error', reject);
+      // Half the body, then the service is asked to stop, then the rest.
+      request.write(body.subarray(0, 2000), () => {
+        setTimeout(() => {
+          closing = instance.close();
+          setTimeout(() => request.end(body.subarray(2000)), 500);
+        }, 200);
+      });
+    });
+    expect(status).toBe(200);
+    await closing;
+    expect((await inboxRows(stack, id)).map((r) => r.external_id)).toEqual([headers['webhook-id']]);
+    await expect(
+      fetch(`${instance.httpUrl}/webhooks/${name}`, { method: 'POST', body: '{}' }),
+    ).rejects.toThrow();
+  });
+});
