@@ -2,7 +2,7 @@ import { decodeValue, loadCatalog, type SchemaCatalog } from '@sluice/db';
 import { type Value, webhooks } from '@sluice/proto';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { ChangeMisfit, typedChange } from '../src/inbound/supabase-change';
+import { ChangeMisfit, numericText, typedChange } from '../src/inbound/supabase-change';
 import { startWebhooksStack, type WebhooksStack } from './helpers';
 import { createSource, eventually, inboxRows, post, sourceName } from './inbound/helpers';
 
@@ -43,7 +43,7 @@ const RECORD = `{"id": 9223372036854775807, "small": -32768, "big": -92233720368
   "amount": 12345678901234567890.123456789, "ratio": 0.1, "flag": true,
   "at": "2024-02-29T12:34:56.123456+05:30", "local": "2024-01-01T00:00:00.5",
   "uid": "A0EEBC99-9C0B-4EF8-BB6D-6BB9BD380A11",
-  "meta": {"b": 1, "aa": [1.10, 12345678901234567890], "a": null, "c": {"y": "\\u00e9", "x": false}},
+  "meta": {"b": 1, "aa": [1.10, 12345678901234567890], "a": null, "c": {"y": "\\u00e9", "x": false}, "é": 1.5e3, "ab": -0, "dup": 1, "dup": 2},
   "doc": {"k": [1, 2]},
   "tags": ["x", null, "z\\"q"], "grid": [[1, 2], [3, 4]], "data": "\\\\x00ff10",
   "feeling": "sad", "day": "2024-02-29", "note": "héllo"}`;
@@ -128,7 +128,8 @@ describe('supabase-database payloads', () => {
     expect(typed.get('meta')).toEqual({
       kind: {
         $case: 'jsonText',
-        value: '{"a": null, "b": 1, "c": {"x": false, "y": "é"}, "aa": [1.10, 12345678901234567890]}',
+        value:
+          '{"a": null, "b": 1, "c": {"x": false, "y": "é"}, "aa": [1.10, 12345678901234567890], "ab": 0, "é": 1500, "dup": 2}',
       },
     });
     expect(typed.get('doc')).toEqual({ kind: { $case: 'jsonText', value: '{"k":[1,2]}' } });
@@ -207,4 +208,39 @@ describe('supabase-database payloads', () => {
     expect(() => typedChange(catalog, payload('INSERT', '{"id": 1, "gone": 1}', null))).toThrow(ChangeMisfit);
     expect(() => typedChange(catalog, Buffer.from('not json'))).toThrow(ChangeMisfit);
   });
+});
+
+it('writes JSON numbers as PostgreSQL prints numeric and jsonb', async () => {
+  const numbers = [
+    '1',
+    '-0',
+    '-0.0',
+    '1.10',
+    '1e2',
+    '1.50e1',
+    '1.5e-3',
+    '-2.5E+3',
+    '0.000',
+    '123e-1',
+    '0e5',
+    '-1.0e0',
+  ];
+  for (const text of numbers) {
+    const { rows } = await stack.pool.query<{ n: string; j: string }>(
+      'select $1::text::numeric::text as n, $1::text::jsonb::text as j',
+      [text],
+    );
+    expect(numericText(text), text).toBe(rows[0]!.n);
+    expect(numericText(text), text).toBe(rows[0]!.j);
+  }
+});
+
+it('stores two identical supabase payloads as two events (pg_net never resends; both are changes)', async () => {
+  const body = payload('UPDATE', '{"id": 7, "note": "B"}', '{"id": 7, "note": "A"}');
+  const first = await send(body);
+  const second = await send(body);
+  expect(first.status).toBe(200);
+  expect(second.status).toBe(200);
+  expect(second.json.duplicate).toBe(false);
+  expect(second.json.id).not.toBe(first.json.id);
 });

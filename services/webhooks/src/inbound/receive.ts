@@ -1,4 +1,4 @@
-import { createHash, timingSafeEqual } from 'node:crypto';
+import { createHash, randomUUID, timingSafeEqual } from 'node:crypto';
 import type { SchemaCatalog } from '@sluice/db';
 import { parseTraceparent } from '@sluice/observability';
 import { DEFAULT_SUPABASE } from '../stored-settings';
@@ -194,6 +194,10 @@ export function describeEvent(
  * The dedupe key: the source's configured header or body path when it names one (the operator
  * chose it), else the scheme's id (webhook-id, Stripe's event id, X-GitHub-Delivery), else
  * "sha256:" and the hex digest of the body (a byte-identical resend is the same event).
+ *
+ * Except supabase-database without either: pg_net never resends, and two changes can have the
+ * same payload (a row set to B, back to A, to B again): a body digest would drop a real change
+ * as a duplicate, so each request is an event of its own ("supabase:" and a random uuid).
  */
 function eventId(
   source: InboundSource,
@@ -221,6 +225,7 @@ function eventId(
   }
   if (schemeId) return schemeId;
   if (source.kind === 'stripe') throw new IngressError('missing_event_id', 'the Stripe event has no "id"');
+  if (source.kind === 'supabase-database') return `supabase:${randomUUID()}`;
   return `sha256:${createHash('sha256').update(body).digest('hex')}`;
 }
 

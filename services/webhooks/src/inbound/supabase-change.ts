@@ -210,7 +210,7 @@ function toValue(json: unknown, oid: number, types: TypeRegistry, field: string)
         return { kind: { $case: 'doubleValue', value: Number(json) } };
       throw misfit(describe());
     case 'numeric':
-      if (isRawNumber(json)) return { kind: { $case: 'decimalValue', value: json.rawJSON } };
+      if (isRawNumber(json)) return { kind: { $case: 'decimalValue', value: numericText(json.rawJSON) } };
       if (typeof json === 'string' && SPECIAL_FLOATS.has(json))
         return { kind: { $case: 'decimalValue', value: json } };
       throw misfit(describe());
@@ -301,5 +301,41 @@ function jsonbText(value: unknown): string {
     });
     return `{${keys.map((k) => `${JSON.stringify(k)}: ${jsonbText(value[k])}`).join(', ')}}`;
   }
+  // jsonb holds numbers as numeric and prints them so.
+  if (isRawNumber(value)) return numericText(value.rawJSON);
   return JSON.stringify(value);
+}
+
+const JSON_NUMBER = /^(-?)(\d+)(?:\.(\d+))?(?:[eE]([+-]?\d+))?$/;
+
+/**
+ * A JSON number as PostgreSQL's numeric prints it: no exponent (1.5e3 is 1500, 1.50e1 is
+ * 15.0: the scale is the fraction's digits less the exponent), no negative zero.
+ */
+export function numericText(text: string): string {
+  const m = JSON_NUMBER.exec(text);
+  if (!m) return text;
+  const [, sign, int = '', frac = '', exp] = m;
+  const e = exp === undefined ? 0 : Number(exp);
+  if (!Number.isSafeInteger(e) || Math.abs(e) > 100_000) return text;
+  const digits = `${int}${frac}`;
+  const scale = Math.max(0, frac.length - e);
+  // The decimal point sits `point` digits into `digits` (may be outside it).
+  const point = int.length + e;
+  let whole: string;
+  let fraction: string;
+  if (point <= 0) {
+    whole = '0';
+    fraction = `${'0'.repeat(-point)}${digits}`;
+  } else if (point >= digits.length) {
+    whole = `${digits}${'0'.repeat(point - digits.length)}`;
+    fraction = '';
+  } else {
+    whole = digits.slice(0, point);
+    fraction = digits.slice(point);
+  }
+  whole = whole.replace(/^0+(?=\d)/, '');
+  fraction = fraction.slice(0, scale).padEnd(scale, '0');
+  const zero = /^0*$/.test(whole + fraction);
+  return `${sign && !zero ? '-' : ''}${whole}${scale > 0 ? `.${fraction}` : ''}`;
 }
