@@ -1,6 +1,7 @@
 import { decodeValue, loadCatalog, type SchemaCatalog } from '@sluice/db';
 import { type Value, webhooks } from '@sluice/proto';
 import pg from 'pg';
+import { Webhook } from 'standardwebhooks';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ChangeMisfit, numericText, typedChange } from '../src/inbound/supabase-change';
 import { startWebhooksStack, type WebhooksStack } from './helpers';
@@ -243,4 +244,32 @@ it('stores two identical supabase payloads as two events (pg_net never resends; 
   expect(second.status).toBe(200);
   expect(second.json.duplicate).toBe(false);
   expect(second.json.id).not.toBe(first.json.id);
+});
+
+it('authenticates by a Standard Webhooks signature when the source says so, under its webhook-id', async () => {
+  const secret = `whsec_${Buffer.alloc(32, 7).toString('base64')}`;
+  const signedName = sourceName('supasigned');
+  const id = await createSource(stack, {
+    name: signedName,
+    kind: 'supabase-database',
+    secrets: [secret],
+    settings: { supabase: { auth: 'standard-webhooks' } },
+  });
+  const body = payload('INSERT', '{"id": 8}', null);
+  const msgId = 'msg_supabase_signed';
+  const at = Math.floor(Date.now() / 1000);
+  const headers = {
+    'webhook-id': msgId,
+    'webhook-timestamp': String(at),
+    'webhook-signature': new Webhook(secret).sign(msgId, new Date(at * 1000), body),
+  };
+  const url = `/webhooks/${signedName}`;
+  // The shared-secret header alone is not enough for this source.
+  expect((await post(stack.httpUrl, url, body, { 'x-webhook-secret': secret })).status).toBe(401);
+  const answer = await post(stack.httpUrl, url, body, headers);
+  expect(answer).toMatchObject({ status: 200, json: { external_id: msgId, duplicate: false } });
+  expect((await post(stack.httpUrl, url, body, headers)).json.duplicate).toBe(true);
+  const rows = await inboxRows(stack, id);
+  expect(rows).toHaveLength(1);
+  expect(rows[0]!.headers['webhook-id']).toBe(msgId);
 });
