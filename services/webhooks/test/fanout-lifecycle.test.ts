@@ -101,6 +101,26 @@ describe('the fan-out position', () => {
     expect(await receivedIds(fromStart)).toEqual([...whileDown, ...afterMiddle]);
   });
 
+  it('catches up on a backlog of many small transactions at once, not a few change windows per poll', async () => {
+    await stack.pool.query('update sluice_webhooks.endpoints set enabled = false');
+    const id = await postsEndpoint();
+    await stack.server.close();
+    for (const running of extra.splice(0)) await running.close();
+    // One change window per transaction (the events service's feed would append them so).
+    const backlog: string[] = [];
+    for (let i = 0; i < 200; i++) {
+      backlog.push(...(await writePosts(1, `backlog ${i}`)));
+      await changePositionNow(stack.pool);
+    }
+    const started = Date.now();
+    extra.push(await stack.addInstance());
+    await fannedOut(stack.pool, 60_000);
+    const took = Date.now() - started;
+    expect(new Set(await receivedIds(id))).toEqual(new Set(backlog));
+    // A read takes at most 16 windows: at one read per poll (1 s) this took 13 s.
+    expect(took).toBeLessThan(8_000);
+  });
+
   it('a failed transaction writes nothing and moves nothing: the batch is retried and fanned out once', async () => {
     await stack.pool.query('update sluice_webhooks.endpoints set enabled = false');
     const id = await postsEndpoint();

@@ -56,7 +56,7 @@ const skipped = new Counter({
 const running = new Set<FanoutLoop>();
 new Gauge({
   name: 'webhooks_fanout_lag_seconds',
-  help: 'How far the row-change fan-out is behind the change log: 0 when its last read reached the end, else the time since the last read that did (a backlog, failures, or another instance holding the fan-out).',
+  help: 'How far the row-change fan-out is behind the change log: 0 when its last read reached the end, else the time since the last read that did (a backlog, or failures).',
   registers: [metrics],
   collect() {
     let lag = 0;
@@ -83,9 +83,13 @@ const LOCK_SQL = 'select position from sluice_webhooks.fanout where singleton fo
  * the messages and their deliveries and moves the position to the batch's end, and commits. A
  * crash anywhere rolls all of it back: nothing is lost, nothing is written twice.
  *
+ * Changes before an endpoint's start_position, and changes committed before the fan-out first
+ * started (its position is created at the log's end), are not for it.
+ *
  * Wake-ups: a ChangeFeed of its own (snapshot probe, NOTIFY sluice_changes, polling) says when
- * changes arrive; the fan-out then reads from its stored position. A full batch is followed by
- * the next at once.
+ * changes arrive; the fan-out then reads from its stored position, batch after batch, until a
+ * read finds nothing new. (The feed reads the log too; its batches only wake the loop, because
+ * the fan-out's position must be the stored one, not the feed's in-memory head.)
  */
 export async function startFanout(deps: FanoutDeps): Promise<Fanout> {
   const { pool } = deps;
@@ -182,8 +186,9 @@ class FanoutLoop {
   }
 
   /**
-   * One batch in one transaction. Returns true when more changes may be waiting right away
-   * (a full batch).
+   * One batch in one transaction. Returns true when the position moved: more may be waiting
+   * right away (a read stops at `batchSize` changes or 16 change windows, and a backlog of small
+   * transactions is many windows), so the loop reads again until a read finds nothing new.
    */
   async #fanOnce(): Promise<boolean> {
     const { pool, logger } = this.#deps;
@@ -232,7 +237,7 @@ class FanoutLoop {
       ]);
       await client.query('commit');
       if (created > 0) messagesCreated.inc(created);
-      return changes.length >= this.#batchSize;
+      return true;
     } catch (error) {
       broken = error;
       await client.query('rollback').catch(() => {});
