@@ -202,3 +202,39 @@ describe('close', () => {
     ).rejects.toThrow();
   });
 });
+
+describe('one event PostgreSQL refuses', () => {
+  it('fails alone (500), while the events stored beside it in the same moment get their 200', async () => {
+    const secret = newSecret();
+    const name = sourceName('poison');
+    const id = await createSource(stack, { name, kind: 'standard-webhooks', secrets: [secret] });
+    // A test-only trigger refuses one external id, as a constraint or a bad value would.
+    await stack.pool.query(`
+      create function pg_temp_refuse_poison() returns trigger language plpgsql as $$
+      begin
+        if new.external_id = 'msg_poison' then raise exception 'poison refused' using errcode = '23514'; end if;
+        return new;
+      end $$;
+      create trigger refuse_poison before insert on sluice_webhooks.inbox
+        for each row execute function pg_temp_refuse_poison();`);
+    try {
+      const events = Array.from({ length: 40 }, (_, i) => {
+        const body = `{"type":"batch","n":${i}}`;
+        return { body, headers: signed(secret, body, i === 20 ? 'msg_poison' : `msg_${randomUUID()}`) };
+      });
+      const answers = await Promise.all(
+        events.map((e) => post(stack.httpUrl, `/webhooks/${name}`, e.body, e.headers)),
+      );
+      expect(answers[20]!.status).toBe(500);
+      expect(answers[20]!.json.error.code).toBe('internal');
+      expect(answers[20]!.json.error.message).not.toContain('poison');
+      const others = answers.filter((_, i) => i !== 20);
+      expect(others.map((a) => a.status)).toEqual(Array(39).fill(200));
+      expect(await inboxRows(stack, id)).toHaveLength(39);
+    } finally {
+      await stack.pool.query(
+        'drop trigger refuse_poison on sluice_webhooks.inbox; drop function pg_temp_refuse_poison()',
+      );
+    }
+  });
+});

@@ -6,12 +6,13 @@ import Fastify, { type FastifyError, type FastifyReply, type FastifyRequest } fr
 import type pg from 'pg';
 import type { Logger } from 'pino';
 import type { InboundSettings } from '../config';
-import { IngressError, type IngressReason } from './errors';
+import { IngressError } from './errors';
 import { InboxWriter, isUnreachable } from './inbox';
 import { inboundRejected, inboundRequests } from './metrics';
 import { TokenBuckets } from './rate-limit';
 import { describeEvent, verifyRequest } from './receive';
 import { type InboundSource, SourceCache } from './sources';
+import type { VerifyFailure } from './verify';
 
 export interface IngressDeps {
   readonly pool: pg.Pool;
@@ -160,10 +161,7 @@ export async function startIngress(deps: IngressDeps): Promise<Ingress> {
         verified = verifyRequest(source, body, request.headers, now, settings.toleranceSeconds);
       }
       if (!verified.ok) throw new IngressError(verified.failure, SIGNATURE_MESSAGES[verified.failure]);
-      const event = describeEvent(
-        { source, body, headers: request.headers, now, toleranceSeconds: settings.toleranceSeconds, catalog },
-        verified,
-      );
+      const event = describeEvent({ source, body, headers: request.headers, catalog }, verified);
       let stored: Awaited<ReturnType<InboxWriter['store']>>;
       try {
         stored = await inbox.store(source, event, body);
@@ -264,12 +262,12 @@ export async function startIngress(deps: IngressDeps): Promise<Ingress> {
   };
 }
 
-const SIGNATURE_MESSAGES: Readonly<Record<IngressReason, string>> = {
+const SIGNATURE_MESSAGES: Readonly<Record<VerifyFailure, string>> = {
   missing_signature: 'the signature (or a header it needs) is missing',
   malformed_signature: 'the signature header is not in the format of the source kind',
   stale_timestamp: 'the signed timestamp is outside the tolerance',
   bad_signature: 'no signature matches a secret of the source',
-} as Record<IngressReason, string>;
+};
 
 function tooLarge(limit: number): IngressError {
   return new IngressError('body_too_large', `the body is larger than ${limit} bytes`);

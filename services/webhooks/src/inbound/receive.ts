@@ -27,11 +27,9 @@ export interface ReceivedEvent {
 
 export interface ReceiveOptions {
   readonly source: InboundSource;
+  /** The body exactly as received. */
   readonly body: Buffer;
   readonly headers: Headers;
-  readonly now: number;
-  /** The service default, unless the source sets its own. */
-  readonly toleranceSeconds: number;
   readonly catalog: () => SchemaCatalog;
 }
 
