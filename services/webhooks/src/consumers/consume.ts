@@ -260,7 +260,7 @@ export function consumerHandlers(deps: ConsumerDeps) {
       compile(sql`with bound as (
           select i.id from sluice_webhooks.inbox i
            where i.received_at < now() - make_interval(secs => ${FLOOR_MARGIN_SECONDS})
-           order by i.received_at desc limit 1
+           order by i.received_at desc, i.id desc limit 1
         ), first_open as (
           select min(i.id) as id from sluice_webhooks.inbox i
            where i.id > (select floor_id from sluice_webhooks.consumers where id = ${consumer.id}::uuid)
