@@ -1,5 +1,8 @@
 import { Filter, Operator } from '@sluice/proto';
+import { Webhook } from 'standardwebhooks';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { messageId } from '../src/ids';
+import { generateSecret } from '../src/secrets';
 import {
   createEndpoint,
   fannedOut,
@@ -286,5 +289,41 @@ describe('row-change payloads', () => {
     });
     expect(Date.now() - started).toBeLessThan(5_000);
     expect(messages.map((m) => m.payload.record?.id)).toEqual([11]);
+  });
+
+  it("reach a real receiver signed per Standard Webhooks, the body's data exactly the stored payload", async () => {
+    const own = await startReceiver();
+    try {
+      const id = await createEndpoint(stack.pool, own.url, {
+        ownerRole: 'service_role',
+        tables: [{ schema: 'public', table: 'type_samples', operations: ['INSERT'], filter: label('e2e') }],
+      });
+      const secret = generateSecret();
+      await stack.pool.query('insert into sluice_webhooks.secrets (endpoint_id, secret) values ($1, $2)', [
+        id,
+        secret,
+      ]);
+      await stack.pool.query(
+        `insert into public.type_samples (label, i8, num) values ('e2e', 9007199254740993, 0.10000000000000000000000001)`,
+      );
+      const [message] = await settled(id, 1);
+      const request = await waitUntil('the delivery', async () => own.requests[0]);
+      // Verified by the official library; the body's data is the stored payload, digits and all.
+      const body = new Webhook(secret).verify(request.body, request.headers) as {
+        type: string;
+        data: unknown;
+      };
+      expect(body.type).toBe('row.inserted');
+      expect(request.headers['webhook-id']).toBe(messageId((message as StoredMessage).id));
+      expect(request.body).toMatch(/"i8": ?9007199254740993[,}]/);
+      expect(request.body).toMatch(/"num": ?0\.10000000000000000000000001[,}]/);
+      const { rows } = await stack.pool.query<{ same: boolean }>(
+        `select (($1::jsonb) -> 'data') = payload as same from sluice_webhooks.messages where id = $2`,
+        [request.body, (message as StoredMessage).id],
+      );
+      expect(rows[0]?.same).toBe(true);
+    } finally {
+      await own.close();
+    }
   });
 });

@@ -137,17 +137,25 @@ export async function waitUntil<T>(
   }
 }
 
-/** A loopback receiver answering 204 to everything (endpoints' URLs point at it). */
+export interface ReceivedRequest {
+  readonly headers: Record<string, string>;
+  readonly body: string;
+}
+
+/** A loopback receiver answering 204 to everything (endpoints' URLs point at it), keeping what it got. */
 export async function startReceiver(): Promise<{
   url: string;
-  received: () => number;
+  requests: ReceivedRequest[];
   close(): Promise<void>;
 }> {
-  let count = 0;
+  const requests: ReceivedRequest[] = [];
   const server: Server = createServer((req, res) => {
-    req.resume();
+    const chunks: Buffer[] = [];
+    req.on('data', (c: Buffer) => chunks.push(c));
     req.on('end', () => {
-      count++;
+      const headers: Record<string, string> = {};
+      for (const [k, v] of Object.entries(req.headers)) if (typeof v === 'string') headers[k] = v;
+      requests.push({ headers, body: Buffer.concat(chunks).toString('utf8') });
       res.writeHead(204).end();
     });
   });
@@ -155,7 +163,7 @@ export async function startReceiver(): Promise<{
   const { port } = server.address() as AddressInfo;
   return {
     url: `http://127.0.0.1:${port}/hook`,
-    received: () => count,
+    requests,
     close: () =>
       new Promise<void>((resolve) => {
         server.closeAllConnections();
