@@ -1,3 +1,4 @@
+import { startSqlSpan, trackSqlSpan } from '@sluice/observability';
 import type pg from 'pg';
 import { formatChangePosition } from '../change-position';
 import type { Wanted } from './fanout-match';
@@ -105,6 +106,10 @@ export async function insertRowMessages(client: pg.ClientBase, wanted: readonly 
     columns.push(w.selection.columns);
     fullOld.push(w.endpoint.bypassesRls);
   }
-  const result = await client.query(INSERT_SQL, [endpoints, ids, positions, columns, fullOld]);
+  // A CLIENT span like the Database's statements, beneath the fan-out's batch span.
+  const result = await trackSqlSpan(
+    startSqlSpan(INSERT_SQL),
+    client.query(INSERT_SQL, [endpoints, ids, positions, columns, fullOld]),
+  );
   return result.rowCount ?? 0;
 }
