@@ -339,6 +339,10 @@ alter table sluice_webhooks.fanout enable row level security;
 
 create policy tenant_admin on sluice_webhooks.sources for all to authenticated
   using (sluice_webhooks.manages(tenant_id)) with check (sluice_webhooks.manages(tenant_id) and kind <> 'operational');
+-- The operational source is service-level, but its events are stored in the endpoint's tenant:
+-- a tenant's admin sees the source too (its name and kind reach consumers; no secret is in it).
+create policy tenant_admin_operational on sluice_webhooks.sources for select to authenticated
+  using (kind = 'operational' and sluice_webhooks.manages(auth.tenant_id()));
 create policy tenant_admin on sluice_webhooks.inbox for select to authenticated
   using (sluice_webhooks.manages(tenant_id));
 create policy tenant_admin on sluice_webhooks.consumers for all to authenticated

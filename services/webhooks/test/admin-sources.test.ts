@@ -55,8 +55,19 @@ describe('sources under RLS', () => {
     expect(a.path).toBe('/webhooks/acme-hooks');
     const gid = g.source?.id ?? '';
 
-    expect((await acme.listSources({})).sources.map((x) => x.name)).toEqual(['acme-hooks']);
-    expect((await globex.listSources({})).sources.map((x) => x.name)).toEqual(['globex-hooks']);
+    // Besides their own, tenant admins see the operational source (their endpoints' events).
+    expect((await acme.listSources({})).sources.map((x) => x.name)).toEqual([
+      'sluice-operational',
+      'acme-hooks',
+    ]);
+    expect((await globex.listSources({})).sources.map((x) => x.name)).toEqual([
+      'sluice-operational',
+      'globex-hooks',
+    ]);
+    const operational = (await acme.listSources({})).sources[0]?.id ?? '';
+    expect((await rejection(acme.updateSource({ id: operational, enabled: false }))).code).toBe('NOT_FOUND');
+    expect((await rejection(acme.deleteSource({ id: operational }))).code).toBe('NOT_FOUND');
+    expect((await rejection(acme.rotateSourceSecret({ id: operational }))).code).toBe('INVALID_ARGUMENT');
     expect((await service.listSources({})).sources.map((x) => x.name).sort()).toEqual(
       ['acme-hooks', 'globex-hooks', 'service-hooks', 'sluice-operational'].sort(),
     );

@@ -242,6 +242,29 @@ describe('Consume and Ack', () => {
     expect(Status[(denied.error as ClientError).code]).toBe('PERMISSION_DENIED');
   });
 
+  it("delivers the operational events of a tenant's endpoints to its admin", async () => {
+    const stream = open(acme, { consumer: 'ops', sources: ['sluice-operational'] }, true);
+    await consumerExists('ops');
+    const { rows } = await stack.pool.query<{ id: string }>(
+      `insert into sluice_webhooks.inbox (source_id, tenant_id, external_id, event_type, body)
+       select s.id, t, 'failing:' || t, 'endpoint.failing', convert_to('{"type":"endpoint.failing"}', 'UTF8')
+         from sluice_webhooks.sources s, unnest($1::uuid[]) as t where s.name = 'sluice-operational'
+       returning id::text`,
+      [[ACME, GLOBEX]],
+    );
+    await until('the operational event', () => (stream.events.length >= 1 ? true : undefined));
+    await delay(500);
+    await stream.stop();
+    expect(stream.events).toHaveLength(1);
+    expect(stream.events[0]).toMatchObject({
+      id: rows[0]?.id,
+      source: 'sluice-operational',
+      kind: webhooks.SourceKind.SOURCE_KIND_OPERATIONAL,
+      eventType: 'endpoint.failing',
+      tenantId: ACME,
+    });
+  });
+
   it('types supabase-database events as changes of catalog tables', async () => {
     const stream = open(acme, { consumer: 'typed' }, true);
     await consumerExists('typed');

@@ -236,9 +236,10 @@ export function consumerHandlers(deps: ConsumerDeps) {
              where ce.acked_at is null and ce.lease_until < now()
             returning ce.event_id, ce.deliveries
           )
+          -- A left join: an event claimed is always sent, even where its source is not readable.
           select ${CLAIMED_COLUMNS}
             from c join sluice_webhooks.inbox i on i.id = c.event_id
-            join sluice_webhooks.sources s on s.id = i.source_id
+            left join sluice_webhooks.sources s on s.id = i.source_id
            order by c.event_id`),
       );
       const rows = rowsOf(result);
