@@ -279,6 +279,26 @@ describe('endpoint validation', () => {
         }),
         'endpoint.tables[0].filter.condition.column',
       ],
+      [
+        // What event filters do not take (the fan-out matches rows as the events service does).
+        endpoint('https://acme.example/', {
+          tables: [
+            posts({
+              kind: {
+                $case: 'condition',
+                value: {
+                  column: 'title',
+                  op: Operator.OPERATOR_LIKE,
+                  value: { kind: { $case: 'stringValue', value: 'a%' } },
+                  values: [],
+                  textSearchConfig: '',
+                },
+              },
+            }),
+          ],
+        }),
+        'endpoint.tables[0].filter.condition.op',
+      ],
     ];
     for (const [req, field] of cases) {
       expect(await rejection(acme.createEndpoint(req)), field).toEqual({

@@ -1,5 +1,6 @@
 import { invalidArgument, SluiceError } from '@sluice/core';
 import { compile, type Database, type SchemaCatalog } from '@sluice/db';
+import { compileMatcher } from '@sluice/events-service';
 import { Filter, webhooks } from '@sluice/proto';
 import { Access, compileFilter } from '@sluice/query';
 import { sql } from 'kysely';
@@ -269,7 +270,20 @@ export function endpointHandlers(deps: EndpointHandlersDeps) {
           );
         return name;
       });
-      if (t.filter) compileFilter(t.filter, access, table, `${f}.filter`);
+      if (t.filter) {
+        // As a Subscribe filter: what the fan-out evaluates in memory must compile there, and
+        // what it leaves to PostgreSQL must compile as the data service's SQL.
+        const matcher = compileMatcher(
+          t.filter,
+          table.columns.map((c) => ({ name: c.name, typeOid: c.typeOid, collation: c.collation })),
+          access.catalog.types,
+          `${f}.filter`,
+          (name, field) => {
+            access.column(table, name, field, 'select');
+          },
+        );
+        if (!matcher.exact) compileFilter(t.filter, access, table, `${f}.filter`);
+      }
       return {
         schema: table.schema,
         table: table.name,
