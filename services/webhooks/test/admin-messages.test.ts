@@ -17,17 +17,22 @@ let alice: WebhooksClient;
 interface Receiver {
   readonly url: string;
   readonly ids: string[];
+  /** The last body received per webhook-id. */
+  readonly bodies: Map<string, string>;
   status: number;
   close(): Promise<void>;
 }
 
 async function startReceiver(): Promise<Receiver> {
   const ids: string[] = [];
-  const receiver = { url: '', ids, status: 200, close: async () => {} } as Receiver;
+  const bodies = new Map<string, string>();
+  const receiver = { url: '', ids, bodies, status: 200, close: async () => {} } as Receiver;
   const server: Server = createServer((req, res) => {
-    req.resume();
+    const chunks: Buffer[] = [];
+    req.on('data', (c: Buffer) => chunks.push(c));
     req.on('end', () => {
       ids.push(String(req.headers['webhook-id']));
+      bodies.set(String(req.headers['webhook-id']), Buffer.concat(chunks).toString());
       res.writeHead(receiver.status).end('ok');
     });
   });
@@ -136,6 +141,8 @@ describe('Publish', () => {
       (await deliveryStatuses(uuidOf(message.id))).every((s) => s === 'succeeded') ? true : undefined,
     );
     expect(receiver.ids.filter((id) => id === message.id)).toHaveLength(2);
+    // Message.payload_json is the body the endpoints received, byte for byte.
+    expect(receiver.bodies.get(message.id)).toBe(message.payloadJson);
     const listed = await acme.listMessages({
       endpointId: paid.endpoint?.id ?? '',
       eventType: '',
