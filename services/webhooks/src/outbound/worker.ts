@@ -5,7 +5,15 @@ import type pg from 'pg';
 import type { Logger } from 'pino';
 import type { OutboundSettings } from '../config';
 import { messageId } from '../ids';
-import { type ClaimedDelivery, claimDeliveries, settleFailure, settleSuccess } from './delivery-store';
+import {
+  type ClaimedDelivery,
+  claimDeliveries,
+  type Settled,
+  type SucceededAttempt,
+  settleFailure,
+  settleSuccess,
+  settleSuccesses,
+} from './delivery-store';
 import { EndpointBreakers } from './endpoint-breakers';
 import {
   deliveriesInFlight,
@@ -43,6 +51,8 @@ const CLAIM_BATCH = 64;
 const LEASE_MARGIN_MS = 10_000;
 /** After a failed claim (database away), wait at least this before the next. */
 const CLAIM_ERROR_DELAY_MS = 1_000;
+/** Most successes settled by one statement. */
+const SETTLE_BATCH = 256;
 const USER_AGENT = 'Sluice-Webhooks';
 
 // Request headers an endpoint's custom headers may not set: ours (signature, content type,
@@ -104,6 +114,10 @@ class Worker implements DeliveryWorker {
   #wakeUp: (() => void) | undefined;
   /** The last claim was cut short by capacity: more may be due. */
   #moreDue = false;
+  /** Successes waiting to be settled together (settleSuccesses), and whether a batch is running. */
+  #successes: { attempt: SucceededAttempt; done: (settled: boolean) => void; fail: (e: unknown) => void }[] =
+    [];
+  #settling = false;
 
   constructor(deps: DeliveryWorkerDeps) {
     this.#deps = deps;
@@ -281,7 +295,9 @@ class Worker implements DeliveryWorker {
       const before = this.#breakers.succeeded(d.endpointId);
       if (before !== 'closed')
         this.#logger.info({ endpointId: d.endpointId }, 'webhook endpoint breaker closed');
-      const settled = await settleSuccess(this.#deps.pool, d, startedAt, result);
+      const settled = d.endpointFailing
+        ? await settleSuccess(this.#deps.pool, d, startedAt, result)
+        : { settled: await this.#settleInBatch({ delivery: d, startedAt, result }), events: [] };
       this.#after(d, settled);
       return;
     }
@@ -311,7 +327,38 @@ class Worker implements DeliveryWorker {
     this.#after(d, settled);
   }
 
-  #after(d: ClaimedDelivery, settled: Awaited<ReturnType<typeof settleSuccess>>): void {
+  /**
+   * Settles a success together with the others that finish meanwhile: one statement per batch,
+   * the next batch starting when the last one is done (so batches grow with the load).
+   */
+  #settleInBatch(attempt: SucceededAttempt): Promise<boolean> {
+    return new Promise<boolean>((done, fail) => {
+      this.#successes.push({ attempt, done, fail });
+      if (!this.#settling) void this.#settleBatches();
+    });
+  }
+
+  async #settleBatches(): Promise<void> {
+    this.#settling = true;
+    try {
+      while (this.#successes.length > 0) {
+        const batch = this.#successes.splice(0, SETTLE_BATCH);
+        try {
+          const settled = await settleSuccesses(
+            this.#deps.pool,
+            batch.map((b) => b.attempt),
+          );
+          for (const b of batch) b.done(settled.has(b.attempt.delivery.id));
+        } catch (err) {
+          for (const b of batch) b.fail(err);
+        }
+      }
+    } finally {
+      this.#settling = false;
+    }
+  }
+
+  #after(d: ClaimedDelivery, settled: Settled): void {
     if (!settled.settled) {
       this.#logger.warn(
         { deliveryId: d.id, attempt: d.attempt },
