@@ -325,7 +325,7 @@ describe('outbound delivery', () => {
     expect(target.requests).toHaveLength(0);
   });
 
-  it('410 Gone disables the endpoint (reason gone); its pending deliveries stay pending', async () => {
+  it('410 Gone disables the endpoint (reason gone); its pending deliveries stay pending until it is enabled again', async () => {
     const r = await receiver(() => ({ status: 410 }));
     const endpoint = await createEndpoint(stack, { url: r.url, eventTypes: ['gone.test'] });
     const first = await publish(stack, 'gone.test', '{"n": 1}');
@@ -364,6 +364,18 @@ describe('outbound delivery', () => {
       reason: 'gone',
       endpoint_id: endpoint,
     });
+    // Enabled again, the endpoint gets them all: deferred, never lost.
+    r.answer = () => ({});
+    await stack.pool.query(
+      'update sluice_webhooks.endpoints set enabled = true, disabled_reason = null where id = $1',
+      [endpoint],
+    );
+    await waitFor('both delivered', async () => {
+      const a = await deliveryOf(stack, first);
+      const b = await deliveryOf(stack, queued[0]?.id as string);
+      return a?.status === 'succeeded' && b?.status === 'succeeded';
+    });
+    expect(r.requests).toHaveLength(3);
   });
 
   it('disables an endpoint failing for longer than WEBHOOKS_DISABLE_AFTER_FAILING_HOURS (5 days)', async () => {
@@ -517,6 +529,39 @@ describe('outbound delivery', () => {
     );
     expect(rowCount).toBe(0);
     expect(r.requests).toHaveLength(1);
+  });
+
+  it('NOTIFY wakes the workers only for deliveries due now: a claim, a retry or a success wakes nobody', async () => {
+    const listener = await stack.pool.connect();
+    const notes: number[] = [];
+    listener.on('notification', (n) => {
+      if (n.channel === 'sluice_webhooks') notes.push(Date.now());
+    });
+    try {
+      await listener.query('listen sluice_webhooks');
+      // Idle (the worker polling every 100 ms, claiming nothing): silence.
+      await new Promise((resolve) => setTimeout(resolve, 1_000));
+      expect(notes).toHaveLength(0);
+      const r = await receiver((_q, n) => (n === 0 ? { status: 500 } : {}));
+      await createEndpoint(stack, { url: r.url, eventTypes: ['notify.test'] });
+      const msg = await publish(stack, 'notify.test', '{}');
+      // One for the queued delivery; its claim, its failure (retry in 1 s), its second claim and
+      // its success notify nobody.
+      await waitFor('succeeded', async () => (await deliveryOf(stack, msg))?.status === 'succeeded');
+      await new Promise((resolve) => setTimeout(resolve, 300));
+      expect(notes).toHaveLength(1);
+      // Made due again (a replay): one more.
+      await stack.pool.query(
+        `update sluice_webhooks.deliveries set status = 'pending', next_attempt_at = now() where message_id = $1`,
+        [msg],
+      );
+      await waitFor('redelivered', () => r.requests.length === 3 || undefined);
+      await new Promise((resolve) => setTimeout(resolve, 300));
+      expect(notes).toHaveLength(2);
+    } finally {
+      await listener.query('unlisten *');
+      listener.release();
+    }
   });
 
   it('counts attempts by outcome, their durations, the delivery lag and operational events in metrics', async () => {
