@@ -38,7 +38,7 @@ export function createWebhooksService(
     draining: deps.draining,
   });
   return {
-    ...sourceHandlers({ db: deps.db, inbound: deps.config.inbound }),
+    ...sourceHandlers({ db: deps.db }),
     ...endpointHandlers({
       db: deps.db,
       pool: deps.pool,

@@ -1,7 +1,6 @@
 import { compile, type Database } from '@sluice/db';
 import { webhooks } from '@sluice/proto';
 import { sql } from 'kysely';
-import type { InboundSettings } from '../config';
 import { generateSecret, secretKey } from '../secrets';
 import {
   readSourceSettings,
@@ -214,7 +213,6 @@ const withoutUndefined = <T extends object>(o: T): T =>
 
 export interface SourceHandlersDeps {
   readonly db: Database;
-  readonly inbound: InboundSettings;
 }
 
 export function sourceHandlers({ db }: SourceHandlersDeps) {
