@@ -323,6 +323,33 @@ describe('Consume and Ack', () => {
     expect(next.events.map((e) => e.id)).toEqual([later]);
   });
 
+  it('wakes on new inbox events (LISTEN) and on acknowledgements, not only by polling', async () => {
+    // Polling and heartbeats a minute apart: only the wake-ups can deliver within the test.
+    const slow = await stack.addInstance({
+      WEBHOOKS_CONSUMER_POLL_INTERVAL_MS: '60000',
+      WEBHOOKS_HEARTBEAT_MS: '60000',
+    });
+    try {
+      const client = slow.client(await stack.token({ admin: ACME }));
+      const stream = open(client, { consumer: 'woken', maxInFlight: 1 });
+      await consumerExists('woken');
+      await delay(300); // the stream waits
+      const started = Date.now();
+      const ids = await insertEvents('acme-a', 2);
+      await until('the first event', () => (stream.events.length >= 1 ? true : undefined), 10_000);
+      // One in flight at most: the second comes when the first is acknowledged.
+      await delay(300);
+      expect(stream.events).toHaveLength(1);
+      expect((await client.ack({ consumer: 'woken', eventIds: [ids[0] as string] })).acked).toBe(1);
+      await until('the second event', () => (stream.events.length >= 2 ? true : undefined), 10_000);
+      expect(Date.now() - started).toBeLessThan(20_000);
+      await stream.stop();
+      expect(stream.events.map((e) => e.id)).toEqual(ids);
+    } finally {
+      await slow.close();
+    }
+  });
+
   it('validates its input and ends streams with UNAVAILABLE when the server drains', async () => {
     const bad = open(acme, { consumer: 'bad name' });
     await bad.done;
