@@ -1,4 +1,4 @@
-import { invalidArgument, type Reason, SluiceError } from '@sluice/core';
+import { invalidArgument, Reason, SluiceError } from '@sluice/core';
 import { formatTimestamp, parseTimestamp, type RequestScope, type StatementResult } from '@sluice/db';
 import type { AuthenticatedContext } from '@sluice/grpc';
 import type { CallContext } from 'nice-grpc';
@@ -47,7 +47,7 @@ export function tenantFor(context: Context, requested: string, field: string): s
   const own = context.identity.tenantId ?? null;
   if (requested !== '' && requested.toLowerCase() !== own) {
     throw new SluiceError('PERMISSION_DENIED', 'Only service_role may act for another tenant', {
-      reason: 'SLUICE_PERMISSION_DENIED',
+      reason: Reason.permissionDenied,
       violations: [{ field, description: 'not the tenant of the caller' }],
     });
   }
@@ -56,20 +56,20 @@ export function tenantFor(context: Context, requested: string, field: string): s
 
 /** A required uuid field: INVALID_ARGUMENT naming it when missing or malformed. */
 export function uuidField(value: string, field: string): string {
-  if (value === '') throw invalidArgument('SLUICE_INVALID_ARGUMENT', field, `${field} is required`);
+  if (value === '') throw invalidArgument(Reason.invalidArgument, field, `${field} is required`);
   const id = parseUuid(value);
-  if (!id) throw invalidArgument('SLUICE_INVALID_VALUE', field, `${field} must be a UUID`);
+  if (!id) throw invalidArgument(Reason.invalidValue, field, `${field} must be a UUID`);
   return id;
 }
 
 export function notFound(what: string, id: string): SluiceError {
-  return new SluiceError('NOT_FOUND', `No ${what} ${id}`, { reason: 'SLUICE_NOT_FOUND' });
+  return new SluiceError('NOT_FOUND', `No ${what} ${id}`, { reason: Reason.notFound });
 }
 
 export function invalid(
   field: string,
   description: string,
-  reason: Reason = 'SLUICE_INVALID_VALUE',
+  reason: Reason = Reason.invalidValue,
 ): SluiceError {
   return invalidArgument(reason, field, description);
 }
@@ -125,7 +125,7 @@ export function decodePageToken(token: string, arity: number, field = 'page_toke
     parts = undefined;
   }
   if (!Array.isArray(parts) || parts.length !== arity || parts.some((p) => typeof p !== 'string')) {
-    throw invalidArgument('SLUICE_INVALID_PAGE_TOKEN', field, 'The page token is malformed');
+    throw invalidArgument(Reason.invalidPageToken, field, 'The page token is malformed');
   }
   return parts as string[];
 }

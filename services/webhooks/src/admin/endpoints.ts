@@ -1,4 +1,4 @@
-import { invalidArgument, SluiceError } from '@sluice/core';
+import { invalidArgument, Reason, SluiceError } from '@sluice/core';
 import { compile, type Database, type SchemaCatalog } from '@sluice/db';
 import { compileMatcher } from '@sluice/events-service';
 import { Filter, webhooks } from '@sluice/proto';
@@ -84,7 +84,7 @@ const COLUMNS = sql`id, tenant_id, url, description, headers::text as headers, t
   enabled, disabled_reason, failing_since, created_at, updated_at`;
 
 export function checkUrl(url: string, field: string, settings: OutboundSettings): string {
-  if (url === '') throw invalid(field, 'a URL is required', 'SLUICE_INVALID_ARGUMENT');
+  if (url === '') throw invalid(field, 'a URL is required', Reason.invalidArgument);
   if (url.length > MAX_URL_LENGTH) throw invalid(field, `at most ${MAX_URL_LENGTH} characters`);
   let parsed: URL;
   try {
@@ -144,14 +144,14 @@ function ownerFor(context: Context, req: webhooks.CreateEndpointRequest): OwnerO
   if (!isServiceRole(context)) {
     if (named) {
       throw new SluiceError('PERMISSION_DENIED', 'Only service_role may name an endpoint owner', {
-        reason: 'SLUICE_PERMISSION_DENIED',
+        reason: Reason.permissionDenied,
         violations: [{ field: 'owner', description: 'the caller owns the endpoints it creates' }],
       });
     }
     const own = context.identity.tenantId ?? null;
     if (endpointTenant !== '' && endpointTenant.toLowerCase() !== own) {
       throw new SluiceError('PERMISSION_DENIED', 'Only service_role may act for another tenant', {
-        reason: 'SLUICE_PERMISSION_DENIED',
+        reason: Reason.permissionDenied,
         violations: [{ field: 'endpoint.tenant_id', description: 'not the tenant of the caller' }],
       });
     }
@@ -166,14 +166,14 @@ function ownerFor(context: Context, req: webhooks.CreateEndpointRequest): OwnerO
       throw invalid(
         'owner',
         "a tenant's endpoint needs its owner (role authenticated, subject, tenant_id)",
-        'SLUICE_INVALID_ARGUMENT',
+        Reason.invalidArgument,
       );
     return { role: SERVICE_ROLE, claims: { role: SERVICE_ROLE }, tenant: null };
   }
   if (requested.role !== '' && requested.role !== 'authenticated')
     throw invalid('owner.role', 'a named owner is a tenant user: role authenticated');
   if (requested.subject === '')
-    throw invalid('owner.subject', 'the owner\u2019s subject (sub) is required', 'SLUICE_INVALID_ARGUMENT');
+    throw invalid('owner.subject', 'the owner\u2019s subject (sub) is required', Reason.invalidArgument);
   if (requested.subject.length > 255) throw invalid('owner.subject', 'at most 255 characters');
   const tenant = uuidField(requested.tenantId, 'owner.tenant_id');
   if (endpointTenant !== '' && endpointTenant.toLowerCase() !== tenant)
@@ -247,15 +247,14 @@ export function endpointHandlers(deps: EndpointHandlersDeps) {
       const f = `${field}[${i}]`;
       const table = access.table(t.schema || 'public', t.table, `${f}.table`, 'select');
       const key = `${table.schema}.${table.name}`;
-      if (seen.has(key))
-        throw invalidArgument('SLUICE_DUPLICATE_TABLE', `${f}.table`, `${key} is listed twice`);
+      if (seen.has(key)) throw invalidArgument(Reason.duplicateTable, `${f}.table`, `${key} is listed twice`);
       seen.add(key);
       if (!captured.has(key)) {
         throw new SluiceError(
           'FAILED_PRECONDITION',
           `Change capture is not enabled for ${key} (sluice.enable_changes)`,
           {
-            reason: 'SLUICE_CAPTURE_DISABLED',
+            reason: Reason.captureDisabled,
             violations: [{ field: `${f}.table`, description: 'change capture is not enabled' }],
           },
         );
@@ -263,11 +262,7 @@ export function endpointHandlers(deps: EndpointHandlersDeps) {
       const operations = t.operations.map((op, j) => {
         const name = OPERATIONS[op as number];
         if (!name)
-          throw invalidArgument(
-            'SLUICE_UNKNOWN_OPERATION',
-            `${f}.operations[${j}]`,
-            `Unknown operation ${op}`,
-          );
+          throw invalidArgument(Reason.unknownOperation, `${f}.operations[${j}]`, `Unknown operation ${op}`);
         return name;
       });
       if (t.filter) {
@@ -314,7 +309,7 @@ export function endpointHandlers(deps: EndpointHandlersDeps) {
       context: Context,
     ): Promise<webhooks.CreateEndpointResponse> {
       const e = req.endpoint;
-      if (!e) throw invalid('endpoint', 'an endpoint is required', 'SLUICE_INVALID_ARGUMENT');
+      if (!e) throw invalid('endpoint', 'an endpoint is required', Reason.invalidArgument);
       const url = checkUrl(e.url, 'endpoint.url', deps.outbound);
       const description = checkDescription(e.description, 'endpoint.description');
       const headers = checkHeaders(e.headers, 'endpoint.headers');

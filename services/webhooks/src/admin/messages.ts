@@ -1,4 +1,4 @@
-import { SluiceError } from '@sluice/core';
+import { Reason, SluiceError } from '@sluice/core';
 import { compile, type Database, type RequestTransaction } from '@sluice/db';
 import { webhooks } from '@sluice/proto';
 import { sql } from 'kysely';
@@ -116,14 +116,14 @@ export async function readMessages(
 
 /** A msg_… id (or a plain uuid) in a request. */
 export function messageField(value: string, field: string): string {
-  if (value === '') throw invalid(field, `${field} is required`, 'SLUICE_INVALID_ARGUMENT');
+  if (value === '') throw invalid(field, `${field} is required`, Reason.invalidArgument);
   const id = messageUuid(value);
   if (!id) throw invalid(field, `${field} must be a message id (msg_…)`);
   return id;
 }
 
 function checkPayload(text: string): void {
-  if (text === '') throw invalid('payload_json', 'a JSON payload is required', 'SLUICE_INVALID_ARGUMENT');
+  if (text === '') throw invalid('payload_json', 'a JSON payload is required', Reason.invalidArgument);
   if (Buffer.byteLength(text) > MAX_PAYLOAD_BYTES)
     throw invalid('payload_json', `at most ${MAX_PAYLOAD_BYTES} bytes`);
   try {
@@ -228,14 +228,10 @@ export function messageHandlers({ db }: { readonly db: Database }) {
       const message = req.messageId === '' ? undefined : messageField(req.messageId, 'message_id');
       const endpoint = req.endpointId === '' ? undefined : uuidField(req.endpointId, 'endpoint_id');
       if (!message && !endpoint)
-        throw invalid(
-          'message_id',
-          'name a message_id or an endpoint_id (or both)',
-          'SLUICE_INVALID_ARGUMENT',
-        );
+        throw invalid('message_id', 'name a message_id or an endpoint_id (or both)', Reason.invalidArgument);
       const after = decodePageToken(req.pageToken, 1);
       if (after && !/^\d{1,19}$/.test(after[0] ?? ''))
-        throw invalid('page_token', 'The page token is malformed', 'SLUICE_INVALID_PAGE_TOKEN');
+        throw invalid('page_token', 'The page token is malformed', Reason.invalidPageToken);
       const conditions = [sql`true`];
       if (message) conditions.push(sql`a.message_id = ${message}::uuid`);
       if (endpoint) conditions.push(sql`a.endpoint_id = ${endpoint}::uuid`);
@@ -297,7 +293,7 @@ export function messageHandlers({ db }: { readonly db: Database }) {
       context: Context,
     ): Promise<webhooks.RecoverEndpointResponse> {
       const endpoint = uuidField(req.endpointId, 'endpoint_id');
-      if (!req.since) throw invalid('since', 'since is required', 'SLUICE_INVALID_ARGUMENT');
+      if (!req.since) throw invalid('since', 'since is required', Reason.invalidArgument);
       const since = timestampToDate(req.since);
       if (Number.isNaN(since.getTime()) || Date.now() - since.getTime() > MAX_RECOVER_MS)
         throw invalid('since', 'at most 14 days ago');

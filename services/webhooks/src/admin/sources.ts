@@ -1,3 +1,4 @@
+import { Reason } from '@sluice/core';
 import { compile, type Database } from '@sluice/db';
 import { webhooks } from '@sluice/proto';
 import { sql } from 'kysely';
@@ -67,7 +68,7 @@ function headerName(value: string, field: string): string {
 
 function hmacOf(h: webhooks.HmacScheme, field: string): StoredHmac {
   if (h.header === '')
-    throw invalid(`${field}.header`, 'the signature header is required', 'SLUICE_INVALID_ARGUMENT');
+    throw invalid(`${field}.header`, 'the signature header is required', Reason.invalidArgument);
   const algorithm = (
     {
       [webhooks.HmacAlgorithm.HMAC_ALGORITHM_UNSPECIFIED]: 'sha256',
@@ -133,7 +134,7 @@ function kindOptions(
   if (supabase && kind !== 'supabase-database')
     throw invalid(`${prefix}supabase`, 'only for kind SUPABASE_DATABASE');
   if (kind === 'hmac') {
-    if (!hmac) throw invalid(`${prefix}hmac`, 'kind HMAC needs its header', 'SLUICE_INVALID_ARGUMENT');
+    if (!hmac) throw invalid(`${prefix}hmac`, 'kind HMAC needs its header', Reason.invalidArgument);
     return { hmac: hmacOf(hmac, `${prefix}hmac`) };
   }
   if (kind === 'supabase-database')
@@ -231,14 +232,14 @@ export function sourceHandlers({ db }: SourceHandlersDeps) {
       context: Context,
     ): Promise<webhooks.CreateSourceResponse> {
       const s = req.source;
-      if (!s) throw invalid('source', 'a source is required', 'SLUICE_INVALID_ARGUMENT');
+      if (!s) throw invalid('source', 'a source is required', Reason.invalidArgument);
       if (!SOURCE_NAME.test(s.name))
         throw invalid(
           'source.name',
           'lower-case letters, digits, - and _, starting with a letter or digit, at most 63',
         );
       const kind = KINDS[s.kind as number];
-      if (!kind) throw invalid('source.kind', 'a kind is required', 'SLUICE_INVALID_ARGUMENT');
+      if (!kind) throw invalid('source.kind', 'a kind is required', Reason.invalidArgument);
       if (kind === 'operational') throw invalid('source.kind', 'OPERATIONAL sources are Sluice\u2019s own');
       const settings: SourceSettings = withoutUndefined({
         ...kindOptions(kind, s.hmac, s.supabase, 'source.'),
@@ -384,7 +385,7 @@ export function sourceHandlers({ db }: SourceHandlersDeps) {
       const row = await getRow(context, id);
       const kind = row.kind as SourceKind;
       if (kind === 'operational')
-        throw invalid('id', 'the operational source has no secret', 'SLUICE_INVALID_ARGUMENT');
+        throw invalid('id', 'the operational source has no secret', Reason.invalidArgument);
       const settings = readSourceSettings(JSON.parse(row.settings ?? '{}'));
       const secret =
         req.secret === ''

@@ -1,4 +1,4 @@
-import { abortError, invalidArgument, SluiceError } from '@sluice/core';
+import { abortError, invalidArgument, Reason, SluiceError } from '@sluice/core';
 import {
   compile,
   type Database,
@@ -59,14 +59,14 @@ interface ConsumerRow {
 
 function shuttingDown(): SluiceError {
   return new SluiceError('UNAVAILABLE', 'The server is shutting down; reconnect to go on consuming', {
-    reason: 'SLUICE_SHUTTING_DOWN',
+    reason: Reason.shuttingDown,
   });
 }
 
 function consumerName(name: string, field: string): string {
   if (!CONSUMER_NAME.test(name))
     throw invalidArgument(
-      'SLUICE_INVALID_VALUE',
+      Reason.invalidValue,
       field,
       "a consumer name: letters, digits, '.', '_', '-', starting with a letter or digit, at most 128",
     );
@@ -160,7 +160,7 @@ export function consumerHandlers(deps: ConsumerDeps) {
         );
         const names = new Set(known.map((r) => r.name));
         sources.forEach((s, i) => {
-          if (!names.has(s)) throw invalidArgument('SLUICE_INVALID_VALUE', `sources[${i}]`, `No source ${s}`);
+          if (!names.has(s)) throw invalidArgument(Reason.invalidValue, `sources[${i}]`, `No source ${s}`);
         });
         // Events received before the consumer existed are not its: the floor starts at the end.
         await tx.query(
@@ -174,7 +174,7 @@ export function consumerHandlers(deps: ConsumerDeps) {
       const stored = parseTextArray(row.sources);
       if (sources.length > 0 && [...sources].sort().join('\n') !== [...stored].sort().join('\n')) {
         throw new SluiceError('FAILED_PRECONDITION', `Consumer ${name} was created with other sources`, {
-          reason: 'SLUICE_FAILED_PRECONDITION',
+          reason: Reason.failedPrecondition,
           violations: [
             {
               field: 'sources',
@@ -287,18 +287,14 @@ export function consumerHandlers(deps: ConsumerDeps) {
     ): AsyncGenerator<webhooks.ConsumeResponse, void, undefined> {
       const name = consumerName(req.consumer, 'consumer');
       if (req.maxInFlight > MAX_IN_FLIGHT)
-        throw invalidArgument('SLUICE_INVALID_VALUE', 'max_in_flight', `at most ${MAX_IN_FLIGHT}`);
+        throw invalidArgument(Reason.invalidValue, 'max_in_flight', `at most ${MAX_IN_FLIGHT}`);
       if (req.ackTimeoutSeconds > MAX_ACK_TIMEOUT_SECONDS)
-        throw invalidArgument(
-          'SLUICE_INVALID_VALUE',
-          'ack_timeout_seconds',
-          `1 to ${MAX_ACK_TIMEOUT_SECONDS}`,
-        );
+        throw invalidArgument(Reason.invalidValue, 'ack_timeout_seconds', `1 to ${MAX_ACK_TIMEOUT_SECONDS}`);
       if (req.sources.length > MAX_SOURCES)
-        throw invalidArgument('SLUICE_INVALID_VALUE', 'sources', `at most ${MAX_SOURCES} sources`);
+        throw invalidArgument(Reason.invalidValue, 'sources', `at most ${MAX_SOURCES} sources`);
       req.sources.forEach((s, i) => {
         if (!SOURCE_NAME.test(s))
-          throw invalidArgument('SLUICE_INVALID_VALUE', `sources[${i}]`, 'not a source name');
+          throw invalidArgument(Reason.invalidValue, `sources[${i}]`, 'not a source name');
       });
       const maxInFlight = req.maxInFlight || settings.defaultMaxInFlight;
       const ackTimeoutSeconds = req.ackTimeoutSeconds || settings.defaultAckTimeoutSeconds;
@@ -369,10 +365,10 @@ export function consumerHandlers(deps: ConsumerDeps) {
     async ack(req: webhooks.AckRequest, context: Context): Promise<webhooks.AckResponse> {
       const name = consumerName(req.consumer, 'consumer');
       if (req.eventIds.length > MAX_ACK_IDS)
-        throw invalidArgument('SLUICE_INVALID_VALUE', 'event_ids', `at most ${MAX_ACK_IDS} per call`);
+        throw invalidArgument(Reason.invalidValue, 'event_ids', `at most ${MAX_ACK_IDS} per call`);
       req.eventIds.forEach((id, i) => {
         if (!/^[1-9]\d{0,18}$/.test(id))
-          throw invalidArgument('SLUICE_INVALID_VALUE', `event_ids[${i}]`, 'not an event id');
+          throw invalidArgument(Reason.invalidValue, `event_ids[${i}]`, 'not an event id');
       });
       const tenant = tenantOf(context);
       const { consumerId, acked } = await db.transaction(scopeOf(context, false), async (tx) => {
@@ -382,8 +378,7 @@ export function consumerHandlers(deps: ConsumerDeps) {
               where coalesce(tenant_id, ${NO_TENANT}::uuid) = coalesce(${tenant}::uuid, ${NO_TENANT}::uuid) and name = ${name}`),
           ),
         )[0];
-        if (!row?.id)
-          throw new SluiceError('NOT_FOUND', `No consumer ${name}`, { reason: 'SLUICE_NOT_FOUND' });
+        if (!row?.id) throw new SluiceError('NOT_FOUND', `No consumer ${name}`, { reason: Reason.notFound });
         if (req.eventIds.length === 0) return { consumerId: row.id, acked: 0 };
         const updated = await tx.query(
           compile(sql`update sluice_webhooks.consumer_events set acked_at = now()
