@@ -72,6 +72,8 @@ new Gauge({
 const MAX_ENDPOINT_FAILURES = 5;
 const MAX_ENDPOINT_FAILING_MS = 30_000;
 
+const CLOSE_GRACE_MS = 5_000;
+
 const LOCK_SQL = 'select position from sluice_webhooks.fanout where singleton for update skip locked';
 
 /**
@@ -111,6 +113,10 @@ export async function startFanout(deps: FanoutDeps): Promise<Fanout> {
   feed.onBatch((batch) => {
     if (batch.changes.length > 0) loop.wake();
   });
+  // The log lost windows the feed had read (a restored database): without an error listener the
+  // feed would stop there for good; with one it starts again at the log's end. The fan-out's own
+  // read meets the same loss and says so (see #fanOnce).
+  feed.onError(() => loop.wake());
   loop.start();
   running.add(loop);
   return {
@@ -155,11 +161,17 @@ class FanoutLoop {
     this.#wakeUp?.();
   }
 
+  /** Lets the batch in hand finish; one still running after CLOSE_GRACE_MS is cancelled (rolled back). */
   async close(): Promise<void> {
     if (this.#closed) return;
     this.#closed = true;
     this.wake();
-    await this.#loop;
+    const timer = setTimeout(() => this.#abort.abort(), CLOSE_GRACE_MS);
+    try {
+      await this.#loop;
+    } finally {
+      clearTimeout(timer);
+    }
   }
 
   async #run(): Promise<void> {
