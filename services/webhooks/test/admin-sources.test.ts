@@ -209,6 +209,11 @@ describe('source validation', () => {
       code: 'INVALID_ARGUMENT',
       fields: ['page_token'],
     });
+    const forged = Buffer.from(JSON.stringify(['yesterday', 'someone'])).toString('base64url');
+    expect(await rejection(service.listSources({ pageToken: forged }))).toEqual({
+      code: 'INVALID_ARGUMENT',
+      fields: ['page_token'],
+    });
     expect((await rejection(service.createSource(source('service-hooks')))).code).toBe('ALREADY_EXISTS');
   });
 

@@ -149,3 +149,13 @@ export function graceInterval(seconds: number, field: string): string {
   if (seconds > MAX_GRACE_SECONDS) throw invalid(field, `at most ${MAX_GRACE_SECONDS} (30 days)`);
   return `${seconds === 0 ? DEFAULT_GRACE_SECONDS : seconds} seconds`;
 }
+
+/** A page token of (created_at as PostgreSQL wrote it, uuid), checked before it reaches SQL. */
+export function decodeTimeIdToken(token: string, field = 'page_token'): [string, string] | undefined {
+  const parts = decodePageToken(token, 2, field);
+  if (!parts) return undefined;
+  const [time = '', id = ''] = parts;
+  if (!parseTimestamp(time) || !parseUuid(id))
+    throw invalidArgument(Reason.invalidPageToken, field, 'The page token is malformed');
+  return [time, id];
+}

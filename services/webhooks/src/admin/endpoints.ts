@@ -1,5 +1,5 @@
 import { invalidArgument, Reason, SluiceError } from '@sluice/core';
-import { compile, type Database, type SchemaCatalog } from '@sluice/db';
+import { compile, type Database, mapPgError, type SchemaCatalog } from '@sluice/db';
 import { compileMatcher } from '@sluice/events-service';
 import { Filter, webhooks } from '@sluice/proto';
 import { Access, compileFilter } from '@sluice/query';
@@ -12,7 +12,7 @@ import { type ChangeOperation, readTableSelections, type StoredTableSelection } 
 import {
   type Context,
   checkDescription,
-  decodePageToken,
+  decodeTimeIdToken,
   encodePageToken,
   graceInterval,
   HEADER_NAME,
@@ -223,9 +223,11 @@ export function endpointHandlers(deps: EndpointHandlersDeps) {
 
   async function capturedTables(): Promise<Set<string>> {
     // sluice.captured_tables is the service login's to read, not the callers'.
-    const { rows } = await deps.pool.query<{ schema: string; table: string }>(
-      'select schema, "table" from sluice.captured_tables',
-    );
+    const { rows } = await deps.pool
+      .query<{ schema: string; table: string }>('select schema, "table" from sluice.captured_tables')
+      .catch((error: unknown) => {
+        throw mapPgError(error);
+      });
     return new Set(rows.map((r) => `${r.schema}.${r.table}`));
   }
 
@@ -320,7 +322,9 @@ export function endpointHandlers(deps: EndpointHandlersDeps) {
       const secret = req.secret === '' ? generateSecret() : req.secret;
       const owner = ownerFor(context, req);
       const tables = await tablesOf(e.tables, owner.role, 'endpoint.tables');
-      const start = await changePositionNow(deps.pool);
+      const start = await changePositionNow(deps.pool).catch((error: unknown) => {
+        throw mapPgError(error, context.sluice.signal);
+      });
       const row = await db.transaction(scopeOf(context, false), async (tx) => {
         const inserted = rowsOf(
           await tx.query(
@@ -356,7 +360,7 @@ export function endpointHandlers(deps: EndpointHandlersDeps) {
       context: Context,
     ): Promise<webhooks.ListEndpointsResponse> {
       const limit = pageLimit(req.limit);
-      const after = decodePageToken(req.pageToken, 2);
+      const after = decodeTimeIdToken(req.pageToken);
       const where = after
         ? sql`where (created_at, id) > (${after[0]}::timestamptz, ${after[1]}::uuid)`
         : sql``;

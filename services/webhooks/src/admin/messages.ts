@@ -6,6 +6,7 @@ import { messageId, messageUuid } from '../ids';
 import {
   type Context,
   decodePageToken,
+  decodeTimeIdToken,
   encodePageToken,
   invalid,
   notFound,
@@ -187,7 +188,7 @@ export function messageHandlers({ db }: { readonly db: Database }) {
       const endpoint = req.endpointId === '' ? undefined : uuidField(req.endpointId, 'endpoint_id');
       if (req.eventType !== '' && !EVENT_TYPE.test(req.eventType))
         throw invalid('event_type', 'not an event type');
-      const before = decodePageToken(req.pageToken, 2);
+      const before = decodeTimeIdToken(req.pageToken);
       const conditions = [sql`true`];
       if (endpoint)
         conditions.push(
@@ -227,8 +228,6 @@ export function messageHandlers({ db }: { readonly db: Database }) {
       const limit = pageLimit(req.limit);
       const message = req.messageId === '' ? undefined : messageField(req.messageId, 'message_id');
       const endpoint = req.endpointId === '' ? undefined : uuidField(req.endpointId, 'endpoint_id');
-      if (!message && !endpoint)
-        throw invalid('message_id', 'name a message_id or an endpoint_id (or both)', Reason.invalidArgument);
       const after = decodePageToken(req.pageToken, 1);
       if (after && !/^\d{1,19}$/.test(after[0] ?? ''))
         throw invalid('page_token', 'The page token is malformed', Reason.invalidPageToken);

@@ -14,7 +14,7 @@ import {
 import {
   type Context,
   checkDescription,
-  decodePageToken,
+  decodeTimeIdToken,
   encodePageToken,
   graceInterval,
   HEADER_NAME,
@@ -284,7 +284,7 @@ export function sourceHandlers({ db }: SourceHandlersDeps) {
       context: Context,
     ): Promise<webhooks.ListSourcesResponse> {
       const limit = pageLimit(req.limit);
-      const after = decodePageToken(req.pageToken, 2);
+      const after = decodeTimeIdToken(req.pageToken);
       const where = after
         ? sql`where (created_at, id) > (${after[0]}::timestamptz, ${after[1]}::uuid)`
         : sql``;
