@@ -183,15 +183,18 @@ describe('Consume and Ack', () => {
     expect(third.heartbeats).toBeGreaterThan(0);
   });
 
-  it('two streams of one consumer never hold the same event', async () => {
+  it('two streams of one consumer, on two instances, never hold the same event', async () => {
+    const second = await stack.addInstance();
+    const onSecond = second.client(await stack.token({ admin: ACME }));
     const a = open(acme, { consumer: 'pair', maxInFlight: 20 }, true);
-    const b = open(acme, { consumer: 'pair', maxInFlight: 20 }, true);
+    const b = open(onSecond, { consumer: 'pair', maxInFlight: 20 }, true);
     await consumerExists('pair');
     await delay(300); // both streams are in their loops
     const ids = await insertEvents('acme-b', 200);
     await until('all 200', () => (a.events.length + b.events.length >= 200 ? true : undefined), 60_000);
     await delay(500);
     await Promise.all([a.stop(), b.stop()]);
+    await second.close();
     const fromA = a.events.map((e) => e.id);
     const fromB = new Set(b.events.map((e) => e.id));
     expect(new Set([...fromA, ...fromB])).toEqual(new Set(ids));
