@@ -157,6 +157,10 @@ describe('source secrets', () => {
     const stripe = await service.createSource(
       source('stripe-in', { kind: webhooks.SourceKind.SOURCE_KIND_STRIPE }),
     );
+    // Standard Webhooks keys in every form the ingress verifies with.
+    const key = Buffer.alloc(32, 9).toString('base64');
+    for (const [i, secret] of [`whsec_${key}`, `v1,whsec_${key}`, key].entries())
+      expect((await service.createSource({ ...source(`std-${i}`), secret })).secret).toBe(secret);
     const own = await service.rotateSourceSecret({
       id: stripe.source?.id ?? '',
       secret: 'whsec_from_stripe_dashboard',

@@ -173,11 +173,11 @@ function ownerFor(context: Context, req: webhooks.CreateEndpointRequest): OwnerO
   if (requested.role !== '' && requested.role !== 'authenticated')
     throw invalid('owner.role', 'a named owner is a tenant user: role authenticated');
   if (requested.subject === '')
-    throw invalid('owner.subject', 'the owner\u2019s subject (sub) is required', Reason.invalidArgument);
+    throw invalid('owner.subject', 'the subject (sub) of the owner is required', Reason.invalidArgument);
   if (requested.subject.length > 255) throw invalid('owner.subject', 'at most 255 characters');
   const tenant = uuidField(requested.tenantId, 'owner.tenant_id');
   if (endpointTenant !== '' && endpointTenant.toLowerCase() !== tenant)
-    throw invalid('endpoint.tenant_id', 'must be the owner\u2019s tenant (or empty)');
+    throw invalid('endpoint.tenant_id', 'must be the tenant of the owner (or empty)');
   return {
     role: 'authenticated',
     claims: { sub: requested.subject, role: 'authenticated', tenant_id: tenant },

@@ -150,13 +150,23 @@ function takesStandardKey(kind: SourceKind, settings: SourceSettings): boolean {
   );
 }
 
+/** The forms the ingress verifies with (inbound/verify.ts): whsec_, whpk_, bare base64, each maybe after "v1,". */
+function isStandardKey(secret: string): boolean {
+  const text = secret.startsWith('v1,') ? secret.slice(3) : secret;
+  if (text.startsWith('whsec_')) return secretKey(text) !== undefined;
+  if (text.startsWith('whpk_')) return /^[A-Za-z0-9+/]{43}=$/.test(text.slice(5));
+  if (!/^[A-Za-z0-9+/]+={0,2}$/.test(text)) return false;
+  const bytes = Buffer.from(text, 'base64').length;
+  return bytes >= 16 && bytes <= 64;
+}
+
 function checkSecret(secret: string, standard: boolean, field: string): string {
   if (secret.length > MAX_SECRET_LENGTH || !/^[\x21-\x7e]+$/.test(secret))
     throw invalid(field, `printable ASCII without spaces, at most ${MAX_SECRET_LENGTH} characters`);
-  if (standard && !secretKey(secret) && !/^whpk_[A-Za-z0-9+/]{43}=$/.test(secret))
+  if (standard && !isStandardKey(secret))
     throw invalid(
       field,
-      'a Standard Webhooks key: whsec_ + base64 of 24–64 bytes, or whpk_ + base64 of a 32-byte ed25519 public key',
+      'a Standard Webhooks key: whsec_ + base64 of 24–64 bytes (also as Supabase shows it, v1,whsec_…), whpk_ + base64 of a 32-byte ed25519 public key, or bare base64',
     );
   return secret;
 }
@@ -240,7 +250,7 @@ export function sourceHandlers({ db }: SourceHandlersDeps) {
         );
       const kind = KINDS[s.kind as number];
       if (!kind) throw invalid('source.kind', 'a kind is required', Reason.invalidArgument);
-      if (kind === 'operational') throw invalid('source.kind', 'OPERATIONAL sources are Sluice\u2019s own');
+      if (kind === 'operational') throw invalid('source.kind', 'OPERATIONAL sources belong to Sluice');
       const settings: SourceSettings = withoutUndefined({
         ...kindOptions(kind, s.hmac, s.supabase, 'source.'),
         dedupe: s.dedupe ? dedupeOf(s.dedupe, 'source.dedupe') : undefined,
