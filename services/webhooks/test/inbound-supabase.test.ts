@@ -273,3 +273,21 @@ it('authenticates by a Standard Webhooks signature when the source says so, unde
   expect(rows).toHaveLength(1);
   expect(rows[0]!.headers['webhook-id']).toBe(msgId);
 });
+
+it('reads only the payload own keys (a column named "constructor" absent from old_record is NULL)', async () => {
+  await stack.pool.query(
+    'create table public.wh_odd (id int primary key, "constructor" text, "toString" int)',
+  );
+  const odd = await loadCatalog(stack.db.url, ['public'], ['authenticated']);
+  const change = typedChange(
+    odd,
+    '{"type":"UPDATE","schema":"public","table":"wh_odd","record":{"id":1,"constructor":"x","toString":2},"old_record":{"id":1}}',
+  );
+  expect(change.columns.map((c) => c.name)).toEqual(['id', 'constructor', 'toString']);
+  expect(change.oldRecord!.values).toEqual([
+    { kind: { $case: 'intValue', value: 1n } },
+    { kind: undefined },
+    { kind: undefined },
+  ]);
+  expect(change.record!.values[1]).toEqual({ kind: { $case: 'stringValue', value: 'x' } });
+});

@@ -100,13 +100,10 @@ export function readSupabaseChange(catalog: SchemaCatalog, payload: unknown): we
   const typedRow = (name: string, row: Record<string, unknown>): Row => ({
     values: columns.map((c) => {
       const field = `${name}.${c.name}`;
-      const value = row[c.name];
-      if (
-        (value === null || value === undefined) &&
-        !c.nullable &&
-        !table.isView &&
-        Object.hasOwn(row, c.name)
-      )
+      // Own keys only: a column named "constructor" must not read Object.prototype's.
+      const present = Object.hasOwn(row, c.name);
+      const value = present ? row[c.name] : undefined;
+      if (present && value === null && !c.nullable && !table.isView)
         throw new ChangeMisfit(field, `is null but ${schema}.${tableName}.${c.name} is NOT NULL`);
       return toValue(value, c.typeOid, types, field);
     }),
