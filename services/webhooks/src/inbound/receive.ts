@@ -213,7 +213,8 @@ function eventId(
   }
   if (dedupe && 'bodyPath' in dedupe) {
     let value: unknown = needJson();
-    for (const part of dedupe.bodyPath.split('.')) value = isJsonObject(value) ? value[part] : undefined;
+    for (const part of dedupe.bodyPath.split('.'))
+      value = isJsonObject(value) && Object.hasOwn(value, part) ? value[part] : undefined;
     if (typeof value === 'string' && value !== '') return value;
     if (isRawNumber(value)) return value.rawJSON;
     throw new IngressError(
