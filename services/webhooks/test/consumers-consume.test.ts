@@ -1,4 +1,5 @@
 import { setTimeout as delay } from 'node:timers/promises';
+import { metrics } from '@sluice/observability';
 import { webhooks } from '@sluice/proto';
 import { ClientError, Status } from 'nice-grpc';
 import { BadRequest, RichClientError } from 'nice-grpc-error-details';
@@ -55,6 +56,13 @@ async function rejection(call: Promise<unknown>): Promise<{ code: string; fields
     code: Status[(error as ClientError).code],
     fields: bad?.fieldViolations.map((v) => v.field) ?? [],
   };
+}
+
+/** A counter of the process's registry (the servers run in the test process). */
+async function counter(name: string): Promise<number> {
+  const metric = metrics.getSingleMetric(name);
+  const values = (await metric?.get())?.values ?? [];
+  return values.reduce((sum, v) => sum + v.value, 0);
 }
 
 let seq = 0;
@@ -169,8 +177,11 @@ describe('Consume and Ack', () => {
     await until('redelivery', () => (second.events.length >= 5 ? true : undefined));
     expect(second.events.map((x) => x.id)).toEqual(ids);
     expect(second.events.map((x) => x.deliveryAttempt)).toEqual([2, 2, 2, 2, 2]);
+    const ackedBefore = await counter('webhooks_consumer_acked_total');
     const acked = await acme.ack({ consumer: 'resume', eventIds: ids.slice(0, 3) });
     expect(acked.acked).toBe(3);
+    expect((await counter('webhooks_consumer_acked_total')) - ackedBefore).toBe(3);
+    expect(await counter('webhooks_consumer_events_sent_total')).toBeGreaterThanOrEqual(10);
     expect((await acme.ack({ consumer: 'resume', eventIds: ids.slice(0, 3) })).acked).toBe(0);
     await second.stop();
 
