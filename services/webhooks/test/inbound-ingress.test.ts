@@ -429,3 +429,31 @@ describe('refusals', () => {
     expect(limited[0]!.json.error.code).toBe('rate_limited');
   });
 });
+
+describe('dedupe by a configured header', () => {
+  it('uses the header the source names over the scheme id, and refuses a request without it', async () => {
+    const name = sourceName('hdr');
+    const id = await createSource(stack, {
+      name,
+      kind: 'github',
+      secrets: ['gh'],
+      settings: { dedupe: { header: 'X-Request-Id' } },
+    });
+    const body = '{"action":"x"}';
+    const headers = async (requestId?: string) => ({
+      'x-hub-signature-256': await githubSign('gh', body),
+      'x-github-delivery': randomUUID(),
+      ...(requestId ? { 'x-request-id': requestId } : {}),
+    });
+    const first = await post(stack.httpUrl, `/webhooks/${name}`, body, await headers('req-1'));
+    expect(first).toMatchObject({ status: 200, json: { external_id: 'req-1', duplicate: false } });
+    const second = await post(stack.httpUrl, `/webhooks/${name}`, body, await headers('req-1'));
+    expect(second).toMatchObject({ status: 200, json: { id: first.json.id, duplicate: true } });
+    const missing = await post(stack.httpUrl, `/webhooks/${name}`, body, await headers());
+    expect(missing.status).toBe(400);
+    expect(missing.json.error.code).toBe('missing_event_id');
+    const rows = await inboxRows(stack, id);
+    expect(rows).toHaveLength(1);
+    expect(rows[0]!.headers['x-request-id']).toBe('req-1');
+  });
+});
