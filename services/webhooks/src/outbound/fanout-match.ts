@@ -1,4 +1,5 @@
 import { type Change, comparePositions } from '@sluice/changes';
+import { SluiceError } from '@sluice/core';
 import type { Database } from '@sluice/db';
 import {
   checkVisibility,
@@ -24,6 +25,8 @@ export interface MatchResult {
    * catalog does not know yet: none of their changes is in `wanted`.
    */
   readonly failed: Map<FanoutEndpoint, unknown>;
+  /** How many endpoints needed an RLS check, SQL filter or catalog table (so could fail). */
+  readonly checked: number;
 }
 
 interface Candidate {
@@ -59,7 +62,12 @@ export async function matchBatch(
       if (comparePositions(change.position, endpoint.start) <= 0) continue;
       const key = `${change.schema}.${change.table}`;
       if (endpoint.unresolved.has(key)) {
-        failed.set(endpoint, new Error(`${key} is not in the schema catalog (yet)`));
+        failed.set(
+          endpoint,
+          new SluiceError('FAILED_PRECONDITION', `${key} is not in the schema catalog (yet)`, {
+            reason: 'SLUICE_UNKNOWN_TABLE',
+          }),
+        );
         continue perEndpoint;
       }
       const selection = endpoint.tables.get(key);
@@ -116,5 +124,8 @@ export async function matchBatch(
       wanted.push({ endpoint, change: c.change, selection: c.selection });
     }
   }
-  return { wanted, failed };
+  let checked = 0;
+  for (const [endpoint, list] of candidates)
+    if (!failed.has(endpoint) && list.some((c) => c.check !== undefined || c.filter !== undefined)) checked++;
+  return { wanted, failed, checked: checked + failed.size };
 }

@@ -268,14 +268,14 @@ class FanoutLoop {
       'webhooks fan-out: batch',
     );
     if (endpoints.length === 0) return 0;
-    const { wanted, failed } = await matchBatch(
+    const { wanted, failed, checked } = await matchBatch(
       db,
       endpoints,
       changes,
       this.#abort.signal,
       visibilityParallelism(this.#deps.pool),
     );
-    this.#noteFailures(failed, position);
+    this.#noteFailures(failed, checked, position);
     const created = await insertRowMessages(client, wanted);
     trace.getActiveSpan()?.setAttribute('sluice.webhooks.messages', created);
     return created;
@@ -283,14 +283,23 @@ class FanoutLoop {
 
   /**
    * An endpoint whose RLS check or filter failed (or that selects a table the catalog does not
-   * know yet) makes the batch fail: it is retried, such failures are often passing. Once it has
+   * know yet) makes the batch fail: it is retried, such failures are often passing. Only a
+   * failure of that endpoint's own making — an error its policies or filter raise in SQL (a
+   * function its role may not execute, a cast that fails), or a table the catalog still does
+   * not know — and not when several endpoints fail and none succeeds, is given up on: once it has
    * failed MAX_ENDPOINT_FAILURES times over MAX_ENDPOINT_FAILING_MS at the same position, its
-   * changes of this batch are given up (logged, counted) and the other endpoints go on.
+   * changes of this batch are skipped (logged, counted) and the other endpoints go on. Anything
+   * else (connections, timeouts, a pool exhausted) is retried for as long as it lasts: the lag
+   * gauge shows it, nothing is skipped.
    */
-  #noteFailures(failed: Map<FanoutEndpoint, unknown>, position: string): void {
+  #noteFailures(failed: Map<FanoutEndpoint, unknown>, checked: number, position: string): void {
     for (const id of [...this.#failures.keys()]) {
       if (this.#failures.get(id)?.position !== position) this.#failures.delete(id);
     }
+    if (failed.size === 0) return;
+    // Several endpoints and every one that needed a check failed: more likely the database (or a
+    // table's policy all of them share) than the endpoints; wait for it rather than skip.
+    const systemic = failed.size >= 2 && failed.size >= checked;
     let retry: unknown;
     for (const [endpoint, error] of failed) {
       const previous = this.#failures.get(endpoint.id);
@@ -298,7 +307,12 @@ class FanoutLoop {
       const count = same ? previous.count + 1 : 1;
       const since = same ? previous.since : Date.now();
       this.#failures.set(endpoint.id, { position, count, since });
-      if (count < MAX_ENDPOINT_FAILURES || Date.now() - since < MAX_ENDPOINT_FAILING_MS) {
+      if (
+        systemic ||
+        !isEndpointsOwn(error) ||
+        count < MAX_ENDPOINT_FAILURES ||
+        Date.now() - since < MAX_ENDPOINT_FAILING_MS
+      ) {
         retry ??= error;
         continue;
       }
@@ -312,9 +326,7 @@ class FanoutLoop {
       throw new SluiceError(
         'UNAVAILABLE',
         'An endpoint owner RLS check or filter failed; the batch is retried',
-        {
-          cause: retry,
-        },
+        { cause: retry },
       );
     }
   }
@@ -333,6 +345,28 @@ class FanoutLoop {
       this.#wakeUp = done;
     });
   }
+}
+
+// SQLSTATE classes of errors a policy or filter raises by itself (access, data, function and
+// PL/pgSQL errors, constraint and feature errors): the same each time the batch is tried.
+const OWN_ERROR_CLASSES = new Set(['0A', '22', '23', '2F', '38', '39', '42', 'P0']);
+
+/** True for an error of the endpoint's own making (see #noteFailures), not the database's state. */
+function isEndpointsOwn(error: unknown): boolean {
+  const seen = new Set<unknown>();
+  for (
+    let e = error as { code?: unknown; reason?: unknown; cause?: unknown } | undefined;
+    e && !seen.has(e);
+  ) {
+    seen.add(e);
+    if (e.reason === 'SLUICE_UNKNOWN_TABLE') return true;
+    if (typeof e.code === 'string' && /^[0-9A-Z]{5}$/.test(e.code)) {
+      // 42P01 and friends can be a table dropped meanwhile: still the same each time.
+      return OWN_ERROR_CLASSES.has(e.code.slice(0, 2));
+    }
+    e = e.cause as typeof e;
+  }
+  return false;
 }
 
 /** Retention deleted changes after the position, or the log lost windows already read. */
