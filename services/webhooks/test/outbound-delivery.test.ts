@@ -358,8 +358,9 @@ describe('outbound delivery', () => {
       attempts: 0,
     });
     const events = await operationalEvents(stack, endpoint);
-    expect(events.map((e) => e.event_type)).toEqual(['endpoint.failing', 'endpoint.disabled']);
-    expect(events[1]?.body).toMatchObject({
+    // One failed attempt is not reported as failing; the disable is.
+    expect(events.map((e) => e.event_type)).toEqual(['endpoint.disabled']);
+    expect(events[0]?.body).toMatchObject({
       type: 'endpoint.disabled',
       reason: 'gone',
       endpoint_id: endpoint,
@@ -400,14 +401,23 @@ describe('outbound delivery', () => {
     expect(events[0]?.body).toMatchObject({ reason: 'failing' });
   });
 
-  it('an endpoint failing for less than that stays enabled, and recovers on its next success', async () => {
-    const r = await receiver((_q, n) => (n === 0 ? { status: 500 } : {}));
+  it('reports a failing endpoint once per failing period; one failing for less than 5 days stays enabled and recovers', async () => {
+    // The first message fails all 4 attempts; then the endpoint answers again.
+    const r = await receiver((_q, n) => (n < 4 ? { status: 500 } : {}));
     const endpoint = await createEndpoint(stack, { url: r.url, eventTypes: ['recover.test'] });
     await stack.pool.query(
       `update sluice_webhooks.endpoints set failing_since = now() - interval '4 days' where id = $1`,
       [endpoint],
     );
-    const msg = await publish(stack, 'recover.test', '{}');
+    const lost = await publish(stack, 'recover.test', '{"n": 1}');
+    await waitFor('exhausted', async () => (await deliveryOf(stack, lost))?.status === 'failed');
+    const { rows: failing } = await stack.pool.query(
+      'select enabled, failing_since from sluice_webhooks.endpoints where id = $1',
+      [endpoint],
+    );
+    expect(failing[0].enabled).toBe(true);
+    expect(Date.now() - (failing[0].failing_since as Date).getTime()).toBeGreaterThan(3.9 * 86_400_000);
+    const msg = await publish(stack, 'recover.test', '{"n": 2}');
     await waitFor('succeeded', async () => (await deliveryOf(stack, msg))?.status === 'succeeded');
     const { rows } = await stack.pool.query(
       'select enabled, failing_since from sluice_webhooks.endpoints where id = $1',
@@ -415,7 +425,27 @@ describe('outbound delivery', () => {
     );
     expect(rows[0]).toMatchObject({ enabled: true, failing_since: null });
     const events = await operationalEvents(stack, endpoint);
-    expect(events.map((e) => e.event_type)).toEqual(['endpoint.recovered']);
+    expect(events.map((e) => e.event_type)).toEqual([
+      'endpoint.failing',
+      'message.exhausted',
+      'endpoint.recovered',
+    ]);
+    // The same failing period: the recovery names when it began.
+    expect(events[2]?.body.failing_since).toBe(events[0]?.body.failing_since);
+    expect(Date.now() - Date.parse(String(events[2]?.body.failing_since))).toBeGreaterThan(3.9 * 86_400_000);
+  });
+
+  it('an endpoint failing now and then is not reported: a retried 500 is neither failing nor recovered', async () => {
+    const r = await receiver((_q, n) => (n === 0 ? { status: 500 } : {}));
+    const endpoint = await createEndpoint(stack, { url: r.url, eventTypes: ['blip.test'] });
+    const msg = await publish(stack, 'blip.test', '{}');
+    await waitFor('succeeded', async () => (await deliveryOf(stack, msg))?.status === 'succeeded');
+    const { rows } = await stack.pool.query(
+      'select failing_since from sluice_webhooks.endpoints where id = $1',
+      [endpoint],
+    );
+    expect(rows[0].failing_since).toBeNull();
+    expect(await operationalEvents(stack, endpoint)).toEqual([]);
   });
 
   it('FIFO per key: each key in order, a failing head holds back only its own key', async () => {

@@ -1,7 +1,6 @@
 import { releaseClient } from '@sluice/db';
 import type pg from 'pg';
-import type { OperationalEvent } from './operational';
-import { storeOperationalEvent } from './operational';
+import { OPERATIONAL_SOURCE, type OperationalEvent, storeOperationalEvent } from './operational';
 import type { AttemptResult } from './sender';
 
 /**
@@ -25,8 +24,8 @@ export interface ClaimedDelivery {
   readonly sendTraceparent: boolean;
   /** It has a FIFO key: the next of its key waits for it. */
   readonly fifo: boolean;
-  /** failing_since was set when claimed. */
-  readonly endpointFailing: boolean;
+  /** The endpoint's failing_since when claimed (ms since the epoch), if failing. */
+  readonly failingSinceMs: number | undefined;
   /** Signing secrets valid now, newest first. */
   readonly secrets: readonly string[];
   /** The request body, {"type","timestamp","data"}, built in SQL from payload::text (exact digits). */
@@ -88,7 +87,7 @@ update sluice_webhooks.deliveries d
   from picked p, sluice_webhooks.endpoints e, sluice_webhooks.messages m
  where d.id = p.id and e.id = d.endpoint_id and m.id = d.message_id
 returning d.id, d.message_id, d.endpoint_id, d.tenant_id, d.attempts, d.lease_token, d.fifo_key is not null as fifo,
-          e.url, e.headers::text as headers, e.send_traceparent, e.failing_since is not null as failing,
+          e.url, e.headers::text as headers, e.send_traceparent, (extract(epoch from e.failing_since) * 1000)::bigint as failing_since_ms,
           (select coalesce(json_agg(s.secret order by s.id desc), '[]')
              from sluice_webhooks.secrets s
             where s.endpoint_id = d.endpoint_id and (s.expires_at is null or s.expires_at > now())) as secrets,
@@ -109,7 +108,7 @@ interface ClaimRow {
   url: string;
   headers: string;
   send_traceparent: string | boolean;
-  failing: string | boolean;
+  failing_since_ms: string | null;
   secrets: string;
   body: string;
   traceparent: string | null;
@@ -162,7 +161,7 @@ export async function claimDeliveries(pool: pg.Pool, options: ClaimOptions): Pro
     headers: stringMap(r.headers),
     fifo: bool(r.fifo),
     sendTraceparent: bool(r.send_traceparent),
-    endpointFailing: bool(r.failing),
+    failingSinceMs: r.failing_since_ms === null ? undefined : Number(r.failing_since_ms),
     secrets: (JSON.parse(r.secrets) as unknown[]).filter((s): s is string => typeof s === 'string'),
     body: r.body,
     traceparent: r.traceparent,
@@ -189,91 +188,12 @@ function attemptValues(d: ClaimedDelivery, startedAt: Date, r: AttemptResult): u
   ];
 }
 
-// Records the attempt (unless the delivery is gone: its message was deleted) whatever the lease
-// says — it happened — and settles the delivery only while the lease is still ours.
-const SUCCEED_SQL = `
-with settled as (
-  update sluice_webhooks.deliveries
-     set status = 'succeeded', lease_token = null, updated_at = now()
-   where id = $1 and lease_token = $12 and status = 'pending'
-  returning id
-), recorded as (
-  insert into sluice_webhooks.attempts ${ATTEMPT_COLUMNS}
-  select $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11
-   where exists (select 1 from sluice_webhooks.deliveries where id = $1)
-)
-select count(*)::int as settled from settled`;
-
-const FAIL_SQL = `
-with settled as (
-  update sluice_webhooks.deliveries
-     set status = $13, next_attempt_at = now() + $14::bigint * interval '1 millisecond',
-         lease_token = null, updated_at = now()
-   where id = $1 and lease_token = $12 and status = 'pending'
-  returning id
-), recorded as (
-  insert into sluice_webhooks.attempts ${ATTEMPT_COLUMNS}
-  select $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11
-   where exists (select 1 from sluice_webhooks.deliveries where id = $1)
-)
-select count(*)::int as settled from settled`;
-
-/** What settling an attempt did. */
+/** What settling attempts did. */
 export interface Settled {
   /** False when the lease had run out (another attempt owns the delivery now): nothing changed but the attempt record. */
   readonly settled: boolean;
-  /** Operational events stored with it (to announce once committed). */
+  /** Operational events stored with it (to announce: they are committed). */
   readonly events: readonly OperationalEvent[];
-}
-
-/**
- * Settles a successful attempt: the delivery succeeded, the attempt is recorded, and an endpoint
- * that was failing is failing no more ("recovered").
- */
-export async function settleSuccess(
-  pool: pg.Pool,
-  d: ClaimedDelivery,
-  startedAt: Date,
-  result: AttemptResult,
-): Promise<Settled> {
-  const values = [...attemptValues(d, startedAt, result), d.leaseToken];
-  if (!d.endpointFailing) {
-    // The common case in one statement, one round trip.
-    const { rows } = await pool.query<{ settled: string | number }>({
-      name: 'sluice-webhooks-succeed',
-      text: SUCCEED_SQL,
-      values,
-    });
-    return { settled: Number(rows[0]?.settled) > 0, events: [] };
-  }
-  return inTransaction(pool, async (client) => {
-    const { rows } = await client.query<{ settled: string | number }>(SUCCEED_SQL, values);
-    const settled = Number(rows[0]?.settled) > 0;
-    const events: OperationalEvent[] = [];
-    if (settled) {
-      const cleared = await client.query<{ failing_since: string }>(
-        `with old as (
-           select id, failing_since from sluice_webhooks.endpoints
-            where id = $1 and failing_since is not null for update)
-         update sluice_webhooks.endpoints e set failing_since = null, updated_at = now()
-           from old where e.id = old.id
-         returning old.failing_since::text`,
-        [d.endpointId],
-      );
-      const since = cleared.rows[0]?.failing_since;
-      if (since !== undefined) {
-        events.push({
-          event: 'recovered',
-          endpointId: d.endpointId,
-          tenantId: d.tenantId,
-          occurrence: since,
-          details: { failing_since: since, message_id: d.messageId },
-        });
-      }
-    }
-    for (const e of events) await storeOperationalEvent(client, e);
-    return { settled, events };
-  });
 }
 
 export interface SucceededAttempt {
@@ -282,9 +202,17 @@ export interface SucceededAttempt {
   readonly result: AttemptResult;
 }
 
-// Many successes settled by one statement: the common case at volume, one round trip and one
-// commit (one WAL flush) for a batch instead of one each. Rows are locked in id order so two
-// batches can never wait on each other.
+/** A time as the external ids of operational events spell it: microseconds since the epoch. */
+const MICROS = (column: string) => `(extract(epoch from ${column}) * 1000000)::bigint::text`;
+const ISO = (column: string) => `to_char(${column} at time zone 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')`;
+
+// Successes settled by one statement, the common case at volume: one round trip and one commit
+// (one WAL flush) per batch instead of one each. Each attempt is recorded whatever the lease
+// says (it happened) unless the delivery is gone (its message was deleted); a delivery is
+// settled only while the lease is still ours. Endpoints that were failing are failing no more,
+// and the ones whose failing was reported (an endpoint.failing event for that period) get an
+// endpoint.recovered event in the same commit. Rows are locked in id order (deliveries, then
+// endpoints), so concurrent batches and failures never wait on each other in a cycle.
 const SUCCEED_MANY_SQL = `
 with input as (
   select * from unnest($1::bigint[], $2::uuid[], $3::uuid[], $4::uuid[], $5::int[], $6::timestamptz[],
@@ -292,7 +220,7 @@ with input as (
     as t(delivery_id, message_id, endpoint_id, tenant_id, attempt, started_at, duration_ms,
          status_code, outcome, error, response_body, lease_token)
 ), locked as (
-  select d.id from sluice_webhooks.deliveries d join input i on i.delivery_id = d.id
+  select d.id, d.endpoint_id from sluice_webhooks.deliveries d join input i on i.delivery_id = d.id
    where d.lease_token = i.lease_token and d.status = 'pending'
    order by d.id for update of d
 ), settled as (
@@ -305,18 +233,40 @@ with input as (
   select i.delivery_id, i.message_id, i.endpoint_id, i.tenant_id, i.attempt, i.started_at, i.duration_ms,
          i.status_code, i.outcome, i.error, i.response_body
     from input i where exists (select 1 from sluice_webhooks.deliveries where id = i.delivery_id)
+), failing as (
+  select e.id, e.tenant_id, e.failing_since from sluice_webhooks.endpoints e
+   where e.id in (select endpoint_id from locked) and e.failing_since is not null
+   order by e.id for update of e
+), cleared as (
+  update sluice_webhooks.endpoints e set failing_since = null, updated_at = now()
+    from failing f where e.id = f.id
+  returning e.id, f.tenant_id, f.failing_since
+), recovered as (
+  insert into sluice_webhooks.inbox (source_id, tenant_id, external_id, event_type, headers, body)
+  select s.id, c.tenant_id, 'recovered:' || c.id || ':' || ${MICROS('c.failing_since')}, 'endpoint.recovered', '{}',
+         convert_to(json_build_object(
+           'type', 'endpoint.recovered', 'endpoint_id', c.id, 'timestamp', ${ISO('now()')},
+           'failing_since', ${ISO('c.failing_since')})::text, 'UTF8')
+    from cleared c join sluice_webhooks.sources s on s.name = '${OPERATIONAL_SOURCE}'
+   where exists (select 1 from sluice_webhooks.inbox f
+                  where f.source_id = s.id
+                    and f.external_id = 'failing:' || c.id || ':' || ${MICROS('c.failing_since')})
+  on conflict (source_id, external_id) do nothing
+  returning tenant_id, external_id, convert_from(body, 'UTF8') as body
 )
-select id from settled`;
+select 'settled' as kind, id::text as id, null::uuid as tenant_id, null as body from settled
+union all
+select 'recovered', external_id, tenant_id, body from recovered`;
 
 /**
- * Settles successful attempts of endpoints that were not failing in one statement (see
- * settleSuccess for one, and for endpoints that were failing). Returns the ids of the
- * deliveries settled; the others had lost their lease (their attempts are recorded all the same).
+ * Settles successful attempts in one statement (see SUCCEED_MANY_SQL). Returns the ids of the
+ * deliveries settled (the others had lost their lease; their attempts are recorded all the same)
+ * and the endpoint.recovered events stored.
  */
 export async function settleSuccesses(
   pool: pg.Pool,
   attempts: readonly SucceededAttempt[],
-): Promise<Set<string>> {
+): Promise<{ settled: Set<string>; events: OperationalEvent[] }> {
   const columns: unknown[][] = Array.from({ length: 12 }, () => []);
   for (const a of attempts) {
     const values = [...attemptValues(a.delivery, a.startedAt, a.result), a.delivery.leaseToken];
@@ -324,30 +274,76 @@ export async function settleSuccesses(
       (columns[i] as unknown[]).push(v);
     });
   }
-  const { rows } = await pool.query<{ id: string }>({
+  const { rows } = await pool.query<{
+    kind: string;
+    id: string;
+    tenant_id: string | null;
+    body: string | null;
+  }>({
     name: 'sluice-webhooks-succeed-many',
     text: SUCCEED_MANY_SQL,
     values: columns,
   });
-  return new Set(rows.map((r) => String(r.id)));
+  const settled = new Set<string>();
+  const events: OperationalEvent[] = [];
+  for (const r of rows) {
+    if (r.kind === 'settled') {
+      settled.add(String(r.id));
+      continue;
+    }
+    const [, endpointId = '', occurrence = ''] = r.id.split(':');
+    const body = JSON.parse(r.body ?? '{}') as Record<string, unknown>;
+    events.push({
+      event: 'recovered',
+      endpointId,
+      tenantId: r.tenant_id,
+      occurrence,
+      details: { failing_since: body.failing_since },
+    });
+  }
+  return { settled, events };
 }
+
+// A failed attempt in one statement: the delivery due again after the retry delay (or failed),
+// the attempt recorded, and the endpoint failing since now unless it already was.
+const FAIL_SQL = `
+with settled as (
+  update sluice_webhooks.deliveries
+     set status = $13, next_attempt_at = now() + $14::bigint * interval '1 millisecond',
+         lease_token = null, updated_at = now()
+   where id = $1 and lease_token = $12 and status = 'pending'
+  returning id
+), recorded as (
+  insert into sluice_webhooks.attempts ${ATTEMPT_COLUMNS}
+  select $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11
+   where exists (select 1 from sluice_webhooks.deliveries where id = $1)
+), marked as (
+  update sluice_webhooks.endpoints set failing_since = now(), updated_at = now()
+   where id = $3 and failing_since is null and exists (select 1 from settled)
+  returning id
+)
+select count(*)::int as settled from settled`;
 
 export interface FailureDecision {
   /** Ms until the next attempt, or undefined: the delivery failed for good. */
   readonly retryInMs: number | undefined;
   /** 410 Gone: disable the endpoint (reason 'gone'). */
   readonly gone: boolean;
-  /** Endpoints failing longer than this are disabled (reason 'failing'). */
+  /** Report the endpoint failing (endpoint.failing, once per failing period). */
+  readonly reportFailing: boolean;
+  /** The endpoint may have been failing longer than disableAfterFailingMs: check, and disable it (reason 'failing'). */
+  readonly checkDisable: boolean;
   readonly disableAfterFailingMs: number;
   /** Why it failed for good, for the exhausted event ('exhausted' or 'blocked'). */
   readonly finalReason: string;
-  readonly messageId: string;
 }
 
 /**
- * Settles a failed attempt in one transaction: the attempt recorded; the delivery due again
- * after `retryInMs` or failed; the endpoint failing (since the first failure), disabled when
- * gone or failing too long; and the operational events of each change.
+ * Settles a failed attempt: recorded; the delivery due again after `retryInMs` or failed; the
+ * endpoint failing since its first failure after a success. One statement, unless something is
+ * to report or decide — the delivery failed for good (message.exhausted), the failure is to be
+ * reported (endpoint.failing), the endpoint is gone or may have failed too long (disabled) —
+ * then one transaction with the events, so a state change and its event commit together.
  */
 export async function settleFailure(
   pool: pg.Pool,
@@ -356,34 +352,51 @@ export async function settleFailure(
   result: AttemptResult,
   decision: FailureDecision,
 ): Promise<Settled> {
+  const failed = decision.retryInMs === undefined;
+  const values = [
+    ...attemptValues(d, startedAt, result),
+    d.leaseToken,
+    failed ? 'failed' : 'pending',
+    decision.retryInMs ?? 0,
+  ];
+  if (!failed && !decision.gone && !decision.reportFailing && !decision.checkDisable) {
+    const { rows } = await pool.query<{ settled: string | number }>({
+      name: 'sluice-webhooks-fail',
+      text: FAIL_SQL,
+      values,
+    });
+    return { settled: Number(rows[0]?.settled) > 0, events: [] };
+  }
   return inTransaction(pool, async (client) => {
-    const failed = decision.retryInMs === undefined;
-    const { rows } = await client.query<{ settled: string | number }>(FAIL_SQL, [
-      ...attemptValues(d, startedAt, result),
-      d.leaseToken,
-      failed ? 'failed' : 'pending',
-      decision.retryInMs ?? 0,
-    ]);
-    const settled = Number(rows[0]?.settled) > 0;
-    if (!settled) return { settled, events: [] };
+    const { rows } = await client.query<{ settled: string | number }>(FAIL_SQL, values);
+    if (Number(rows[0]?.settled) === 0) return { settled: false, events: [] };
     const events: OperationalEvent[] = [];
     const base = { endpointId: d.endpointId, tenantId: d.tenantId };
-    const failing = await client.query<{ failing_since: string }>(
-      `update sluice_webhooks.endpoints set failing_since = now(), updated_at = now()
-        where id = $1 and failing_since is null
-       returning failing_since::text`,
-      [d.endpointId],
-    );
-    const since = failing.rows[0]?.failing_since;
-    if (since !== undefined)
-      events.push({
-        ...base,
-        event: 'failing',
-        occurrence: since,
-        details: { failing_since: since, message_id: d.messageId, error: result.error ?? null },
-      });
+    const store = async (e: OperationalEvent) => {
+      if (await storeOperationalEvent(client, e)) events.push(e);
+    };
+    if (decision.reportFailing || failed) {
+      const { rows: ep } = await client.query<{ since: string; iso: string }>(
+        `select ${MICROS('failing_since')} as since, ${ISO('failing_since')} as iso
+           from sluice_webhooks.endpoints where id = $1 and failing_since is not null`,
+        [d.endpointId],
+      );
+      const period = ep[0];
+      if (period)
+        await store({
+          ...base,
+          event: 'failing',
+          occurrence: period.since,
+          details: {
+            failing_since: period.iso,
+            message_id: d.messageId,
+            attempts: d.attempt,
+            error: result.error ?? null,
+          },
+        });
+    }
     if (failed)
-      events.push({
+      await store({
         ...base,
         event: 'exhausted',
         occurrence: d.id,
@@ -395,35 +408,36 @@ export async function settleFailure(
           error: result.error ?? null,
         },
       });
-    // Disabling clears failing_since: an endpoint enabled again starts with a clean slate.
-    const disabled = await client.query<{ reason: string; at: string; failing_since: string | null }>(
-      `with old as (
-         select id, failing_since from sluice_webhooks.endpoints
-          where id = $1 and enabled
-            and ($2 or failing_since <= now() - $3::bigint * interval '1 millisecond')
-          for update)
-       update sluice_webhooks.endpoints e
-          set enabled = false, disabled_reason = case when $2 then 'gone' else 'failing' end,
-              failing_since = null, updated_at = now()
-         from old where e.id = old.id
-       returning e.disabled_reason as reason, e.updated_at::text as at, old.failing_since::text as failing_since`,
-      [d.endpointId, decision.gone, decision.disableAfterFailingMs],
-    );
-    const off = disabled.rows[0];
-    if (off)
-      events.push({
-        ...base,
-        event: 'disabled',
-        occurrence: off.at,
-        details: {
-          reason: off.reason,
-          failing_since: off.failing_since,
-          message_id: d.messageId,
-          status_code: result.statusCode ?? null,
-        },
-      });
-    for (const e of events) await storeOperationalEvent(client, e);
-    return { settled, events };
+    if (decision.gone || decision.checkDisable) {
+      // Disabling clears failing_since: an endpoint enabled again starts with a clean slate.
+      const { rows: off } = await client.query<{ reason: string; at: string; failing_since: string | null }>(
+        `with old as (
+           select id, failing_since from sluice_webhooks.endpoints
+            where id = $1 and enabled
+              and ($2 or failing_since <= now() - $3::bigint * interval '1 millisecond')
+            for update)
+         update sluice_webhooks.endpoints e
+            set enabled = false, disabled_reason = case when $2 then 'gone' else 'failing' end,
+                failing_since = null, updated_at = now()
+           from old where e.id = old.id
+         returning e.disabled_reason as reason, ${MICROS('e.updated_at')} as at, ${ISO('old.failing_since')} as failing_since`,
+        [d.endpointId, decision.gone, decision.disableAfterFailingMs],
+      );
+      const disabled = off[0];
+      if (disabled)
+        await store({
+          ...base,
+          event: 'disabled',
+          occurrence: disabled.at,
+          details: {
+            reason: disabled.reason,
+            failing_since: disabled.failing_since,
+            message_id: d.messageId,
+            status_code: result.statusCode ?? null,
+          },
+        });
+    }
+    return { settled: true, events };
   });
 }
 

@@ -9,14 +9,17 @@ import { endpointEventsTotal } from './metrics';
  *
  * | event     | event_type            | when                                                       |
  * | --------- | --------------------- | ---------------------------------------------------------- |
- * | failing   | endpoint.failing      | the first failed attempt after a success (failing_since set) |
+ * | failing   | endpoint.failing      | once per failing period (failing_since: the first failed attempt after a success), when one of its deliveries fails its 4th attempt or for good |
  * | exhausted | message.exhausted     | a delivery failed for good (schedule exhausted, or blocked) |
  * | disabled  | endpoint.disabled     | 410 Gone (reason gone) or failing too long (reason failing)  |
- * | recovered | endpoint.recovered    | a success on an endpoint that was failing                   |
+ * | recovered | endpoint.recovered    | the first success after a failing period that was reported |
+ *
+ * An endpoint failing now and then (a 500 retried successfully) is not reported: like Svix's
+ * "failing" after the 4th attempt, the event means deliveries are really in trouble.
  *
  * The body is JSON: {"type", "endpoint_id", "timestamp", …the fields below}. The external id
- * (the dedupe key) is `<event>:<endpoint id>:<what makes it unique>`, so recording the same event
- * twice (e.g. a retried transaction) stores it once.
+ * (the dedupe key) is `<event>:<endpoint id>:<what makes it unique>` — for failing and
+ * recovered, failing_since in microseconds since the epoch — so each is stored once.
  */
 export type OperationalEventName = 'failing' | 'exhausted' | 'disabled' | 'recovered';
 
@@ -40,10 +43,14 @@ const EVENT_TYPES: Record<OperationalEventName, string> = {
 };
 
 /**
- * Stores `event` in the inbox through `client` (so it commits with the change that caused it)
- * and, once stored, logs and counts it. Call after the transaction committed: `announce`.
+ * Stores `event` in the inbox through `client`, so it commits with the change that caused it.
+ * Returns false when it was stored before (same external id): nothing to announce then. Once
+ * committed, announceOperationalEvents logs and counts the stored ones.
  */
-export async function storeOperationalEvent(client: pg.ClientBase, event: OperationalEvent): Promise<void> {
+export async function storeOperationalEvent(
+  client: pg.ClientBase,
+  event: OperationalEvent,
+): Promise<boolean> {
   const type = EVENT_TYPES[event.event];
   const body = JSON.stringify({
     type,
@@ -51,7 +58,7 @@ export async function storeOperationalEvent(client: pg.ClientBase, event: Operat
     timestamp: new Date().toISOString(),
     ...event.details,
   });
-  await client.query(
+  const { rowCount } = await client.query(
     `insert into sluice_webhooks.inbox (source_id, tenant_id, external_id, event_type, headers, body)
      select s.id, $2, $3, $4, '{}', convert_to($5, 'UTF8')
        from sluice_webhooks.sources s where s.name = $1
@@ -64,6 +71,7 @@ export async function storeOperationalEvent(client: pg.ClientBase, event: Operat
       body,
     ],
   );
+  return (rowCount ?? 0) > 0;
 }
 
 /** Logs and counts events whose transaction committed. */

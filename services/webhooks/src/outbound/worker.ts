@@ -11,7 +11,6 @@ import {
   type Settled,
   type SucceededAttempt,
   settleFailure,
-  settleSuccess,
   settleSuccesses,
 } from './delivery-store';
 import { EndpointBreakers } from './endpoint-breakers';
@@ -53,6 +52,8 @@ const LEASE_MARGIN_MS = 10_000;
 const CLAIM_ERROR_DELAY_MS = 1_000;
 /** Most successes settled by one statement. */
 const SETTLE_BATCH = 256;
+/** A delivery failing this attempt reports its endpoint failing (Svix: after the 4th). */
+const FAILING_EVENT_AFTER_ATTEMPTS = 4;
 const USER_AGENT = 'Sluice-Webhooks';
 
 // Request headers an endpoint's custom headers may not set: ours (signature, content type,
@@ -115,7 +116,7 @@ class Worker implements DeliveryWorker {
   /** The last claim was cut short by capacity: more may be due. */
   #moreDue = false;
   /** Successes waiting to be settled together (settleSuccesses), and whether a batch is running. */
-  #successes: { attempt: SucceededAttempt; done: (settled: boolean) => void; fail: (e: unknown) => void }[] =
+  #successes: { attempt: SucceededAttempt; done: (settled: Settled) => void; fail: (e: unknown) => void }[] =
     [];
   #settling = false;
 
@@ -295,10 +296,7 @@ class Worker implements DeliveryWorker {
       const before = this.#breakers.succeeded(d.endpointId);
       if (before !== 'closed')
         this.#logger.info({ endpointId: d.endpointId }, 'webhook endpoint breaker closed');
-      const settled = d.endpointFailing
-        ? await settleSuccess(this.#deps.pool, d, startedAt, result)
-        : { settled: await this.#settleInBatch({ delivery: d, startedAt, result }), events: [] };
-      this.#after(d, settled);
+      this.#after(d, await this.#settleInBatch({ delivery: d, startedAt, result }));
       return;
     }
     if (this.#breakers.failed(d.endpointId) === 'open')
@@ -317,12 +315,14 @@ class Worker implements DeliveryWorker {
           },
           this.#settings,
         );
+    const { disableAfterFailingMs } = this.#settings;
     const settled = await settleFailure(this.#deps.pool, d, startedAt, result, {
       retryInMs,
       gone: result.statusCode === 410,
-      disableAfterFailingMs: this.#settings.disableAfterFailingMs,
+      reportFailing: d.attempt >= FAILING_EVENT_AFTER_ATTEMPTS,
+      checkDisable: d.failingSinceMs !== undefined && Date.now() - d.failingSinceMs > disableAfterFailingMs,
+      disableAfterFailingMs,
       finalReason: blocked ? 'blocked' : 'exhausted',
-      messageId: d.messageId,
     });
     this.#after(d, settled);
   }
@@ -331,8 +331,8 @@ class Worker implements DeliveryWorker {
    * Settles a success together with the others that finish meanwhile: one statement per batch,
    * the next batch starting when the last one is done (so batches grow with the load).
    */
-  #settleInBatch(attempt: SucceededAttempt): Promise<boolean> {
-    return new Promise<boolean>((done, fail) => {
+  #settleInBatch(attempt: SucceededAttempt): Promise<Settled> {
+    return new Promise<Settled>((done, fail) => {
       this.#successes.push({ attempt, done, fail });
       if (!this.#settling) void this.#settleBatches();
     });
@@ -344,11 +344,14 @@ class Worker implements DeliveryWorker {
       while (this.#successes.length > 0) {
         const batch = this.#successes.splice(0, SETTLE_BATCH);
         try {
-          const settled = await settleSuccesses(
+          const { settled, events } = await settleSuccesses(
             this.#deps.pool,
             batch.map((b) => b.attempt),
           );
-          for (const b of batch) b.done(settled.has(b.attempt.delivery.id));
+          // The batch's events are announced once, with its first delivery.
+          batch.forEach((b, i) => {
+            b.done({ settled: settled.has(b.attempt.delivery.id), events: i === 0 ? events : [] });
+          });
         } catch (err) {
           for (const b of batch) b.fail(err);
         }
