@@ -416,15 +416,20 @@ describe('refusals', () => {
       secrets: [newSecret()],
       settings: { ratePerSecond: 2 },
     });
+    const started = Date.now();
     const answers = await Promise.all(
-      Array.from({ length: 8 }, () => post(stack.httpUrl, `/webhooks/${name}`, '{}')),
+      Array.from({ length: 12 }, () => post(stack.httpUrl, `/webhooks/${name}`, '{}')),
     );
+    // Tokens that came back while the requests were being sent (a slow machine spreads them).
+    const refilled = Math.ceil(((Date.now() - started) / 1000) * 2);
     const statuses = answers.map((a) => a.status);
     // Unsigned: the burst of 4 gets through to the signature check (401), the rest are limited.
-    expect(statuses.filter((s) => s === 401).length).toBeGreaterThanOrEqual(4);
-    expect(statuses.filter((s) => s === 401).length).toBeLessThanOrEqual(5);
+    const passed = statuses.filter((s) => s === 401).length;
+    expect(passed).toBeGreaterThanOrEqual(4);
+    expect(passed).toBeLessThanOrEqual(4 + refilled);
     const limited = answers.filter((a) => a.status === 429);
-    expect(limited.length).toBeGreaterThanOrEqual(3);
+    expect(limited.length).toBe(12 - passed);
+    expect(limited.length).toBeGreaterThan(0);
     expect(Number(limited[0]!.headers.get('retry-after'))).toBeGreaterThanOrEqual(1);
     expect(limited[0]!.json.error.code).toBe('rate_limited');
   });

@@ -166,7 +166,7 @@ export function describeEvent(
     default: {
       // A JSON body's "type" (Standard Webhooks bodies carry one) names the event; other bodies have none.
       // Only "type" is read: a plain parse (numbers' digits do not matter) is cheaper.
-      const value = body[0] === 0x7b ? plainJson(body) : undefined;
+      const value = /^\s*\{/.test(body.subarray(0, 64).toString('latin1')) ? plainJson(body) : undefined;
       if (isJsonObject(value) && typeof value.type === 'string') eventType = value.type;
     }
   }
