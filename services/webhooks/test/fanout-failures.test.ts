@@ -32,10 +32,12 @@ afterAll(async () => {
   await receiver?.close();
 });
 
-async function skippedTotal(): Promise<number> {
-  const metric = await metrics.getSingleMetric('webhooks_fanout_skipped_total')?.get();
+async function gauge(name: string): Promise<number> {
+  const metric = await metrics.getSingleMetric(name)?.get();
   return metric?.values.reduce((n, v) => n + v.value, 0) ?? 0;
 }
+
+const skippedTotal = () => gauge('webhooks_fanout_skipped_total');
 
 it('a broken owner check holds the batch back, then only that endpoint loses the batch', {
   timeout: 120_000,
@@ -81,6 +83,8 @@ it('a broken owner check holds the batch back, then only that endpoint loses the
     'select position from sluice_webhooks.fanout',
   );
   expect(still[0]?.position).toBe(at[0]?.position);
+  // The lag gauge shows the held-back change's age.
+  expect(await gauge('webhooks_fanout_lag_seconds')).toBeGreaterThan(3);
 
   // Given up after 30 s for the broken endpoint only.
   await waitUntil(
@@ -93,4 +97,5 @@ it('a broken owner check holds the batch back, then only that endpoint loses the
   expect(await messagesOf(stack.pool, healthy)).toHaveLength(healthyBefore + 1);
   expect(await messagesOf(stack.pool, broken)).toHaveLength(0);
   expect((await skippedTotal()) - skippedBefore).toBe(1);
+  expect(await gauge('webhooks_fanout_lag_seconds')).toBe(0);
 });

@@ -9,7 +9,7 @@ import {
   writerLinks,
 } from '@sluice/changes';
 import { Backoff, SluiceError } from '@sluice/core';
-import { type Database, releaseClient, type SchemaCatalog } from '@sluice/db';
+import { type Database, parseTimestamp, releaseClient, type SchemaCatalog } from '@sluice/db';
 import { Gauge, metrics } from '@sluice/observability';
 import type pg from 'pg';
 import type { Logger } from 'pino';
@@ -30,7 +30,7 @@ export interface FanoutDeps {
   readonly batchSize?: number;
   /** Look for changes at least this often besides the feed's wake-ups (default 1000 ms). */
   readonly pollIntervalMs?: number;
-  /** The wake-up feed's pg_current_snapshot() probe interval (default 10 ms; 0: NOTIFY and polling only). */
+  /** The wake-up feed's pg_current_snapshot() probe interval (default 20 ms; 0: NOTIFY and polling only). */
   readonly probeIntervalMs?: number;
 }
 
@@ -56,7 +56,7 @@ const skipped = new Counter({
 const running = new Set<FanoutLoop>();
 new Gauge({
   name: 'webhooks_fanout_lag_seconds',
-  help: 'How far the row-change fan-out is behind the change log: 0 when its last read reached the end, else the time since the last read that did (a backlog, or failures).',
+  help: 'How far the row-change fan-out is behind: the age of the oldest change it has read but not yet fanned out (0 when caught up), or how long its batches have been failing.',
   registers: [metrics],
   collect() {
     let lag = 0;
@@ -106,7 +106,7 @@ export async function startFanout(deps: FanoutDeps): Promise<Fanout> {
     pool,
     listenConnectionString: deps.listenConnectionString,
     batchSize: 1000,
-    probeIntervalMs: deps.probeIntervalMs ?? 10,
+    probeIntervalMs: deps.probeIntervalMs ?? 20,
     pollIntervalMs: deps.pollIntervalMs ?? 1000,
     logger: deps.logger,
   });
@@ -137,8 +137,10 @@ class FanoutLoop {
   #wakePending = true;
   #wakeUp: (() => void) | undefined;
   #loop: Promise<void> | undefined;
-  #caughtUpAt = Date.now();
-  #behind = false;
+  /** Commit time (ms) of the oldest change read but maybe not yet fanned out; undefined: caught up. */
+  #oldestPending: number | undefined;
+  /** When batches began failing (no change read to date them by); undefined: not failing. */
+  #failingSince: number | undefined;
   /** Endpoint id -> failed attempts at the batch after `position`, since when. */
   #failures = new Map<string, { position: string; count: number; since: number }>();
 
@@ -153,7 +155,8 @@ class FanoutLoop {
   }
 
   lagSeconds(now = Date.now()): number {
-    return this.#behind ? Math.max(0, now - this.#caughtUpAt) / 1000 : 0;
+    const since = this.#oldestPending ?? this.#failingSince;
+    return since === undefined ? 0 : Math.max(0, now - since) / 1000;
   }
 
   wake(): void {
@@ -182,14 +185,12 @@ class FanoutLoop {
       this.#wakePending = false;
       let delay = pollMs;
       try {
-        const started = Date.now();
         const more = await this.#fanOnce();
         backoff.reset();
-        this.#behind = more;
-        if (!more) this.#caughtUpAt = started;
+        this.#failingSince = undefined;
         if (more) continue;
       } catch (err) {
-        this.#behind = true;
+        this.#failingSince ??= Date.now();
         if (!this.#closed) logger.warn({ err }, 'webhooks fan-out: batch failed; retrying');
         delay = Math.min(backoff.next(), pollMs);
       }
@@ -222,6 +223,8 @@ class FanoutLoop {
         const batch = await readChanges(pool, after, this.#batchSize, { logger, signal: this.#abort.signal });
         changes = batch.changes;
         until = batch.until;
+        const first = changes[0];
+        if (first) this.#oldestPending = commitMs(first);
       } catch (error) {
         if (!isLost(error)) throw error;
         // Retention (or a restored database) took changes the fan-out had not handed out: they
@@ -237,6 +240,7 @@ class FanoutLoop {
         return true;
       }
       if (comparePositions(until, after) === 0) {
+        this.#oldestPending = undefined;
         await client.query('rollback');
         return false;
       }
@@ -249,6 +253,10 @@ class FanoutLoop {
       ]);
       await client.query('commit');
       if (created > 0) messagesCreated.inc(created);
+      // A short batch read to the log's end (as it was then): caught up. A full one may leave
+      // more, committed no earlier than its last change.
+      const last = changes[changes.length - 1];
+      this.#oldestPending = last && changes.length >= this.#batchSize ? commitMs(last) : undefined;
       return true;
     } catch (error) {
       broken = error;
@@ -367,6 +375,12 @@ function isEndpointsOwn(error: unknown): boolean {
     e = e.cause as typeof e;
   }
   return false;
+}
+
+/** A change's commit time in ms since the epoch (its committed_at as PostgreSQL printed it). */
+function commitMs(change: Change): number {
+  const t = parseTimestamp(change.committedAt);
+  return t ? Number(t.seconds) * 1000 + Math.floor(t.nanos / 1e6) : Date.now();
 }
 
 /** Retention deleted changes after the position, or the log lost windows already read. */
