@@ -270,12 +270,10 @@ class FanoutLoop {
   /** Matches the batch against the endpoints and writes the messages; returns how many. */
   async #fanOut(client: pg.PoolClient, position: string, changes: readonly Change[]): Promise<number> {
     const { db } = this.#deps;
+    const t0 = performance.now();
     const endpoints = await this.#endpoints.load(client);
-    this.#deps.logger.debug(
-      { after: position, changes: changes.length, endpoints: endpoints.length },
-      'webhooks fan-out: batch',
-    );
     if (endpoints.length === 0) return 0;
+    const t1 = performance.now();
     const { wanted, failed, checked } = await matchBatch(
       db,
       endpoints,
@@ -284,7 +282,20 @@ class FanoutLoop {
       visibilityParallelism(this.#deps.pool),
     );
     this.#noteFailures(failed, checked, position);
+    const t2 = performance.now();
     const created = await insertRowMessages(client, wanted);
+    this.#deps.logger.debug(
+      {
+        after: position,
+        changes: changes.length,
+        endpoints: endpoints.length,
+        created,
+        loadMs: t1 - t0,
+        matchMs: t2 - t1,
+        insertMs: performance.now() - t2,
+      },
+      'webhooks fan-out: batch',
+    );
     trace.getActiveSpan()?.setAttribute('sluice.webhooks.messages', created);
     return created;
   }

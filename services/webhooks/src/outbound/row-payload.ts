@@ -38,14 +38,14 @@ import type { Wanted } from './fanout-match';
  * twice; a message not created then gets no second delivery.
  */
 const INSERT_SQL = `
-with wanted as (
-  select w.n, w.endpoint_id, w.change_id, w.position, w.columns, w.full_old
-    from rows from (pg_catalog.unnest($1::uuid[]), pg_catalog.unnest($2::bigint[]), pg_catalog.unnest($3::text[]),
-                    pg_catalog.unnest($4::jsonb[]), pg_catalog.unnest($5::boolean[]))
-           with ordinality as w(endpoint_id, change_id, position, columns, full_old, n)
-), rows as (
-  select w.n, w.endpoint_id, w.position, e.tenant_id, e.ordering, c.tenant_id as row_tenant,
-         c.trace_id,
+with shapes as (
+  -- Each distinct payload once (a change fans out to many endpoints that see the same columns).
+  select s.shape, s.change_id, s.position, s.columns, s.full_old
+    from rows from (pg_catalog.unnest($1::bigint[]), pg_catalog.unnest($2::text[]),
+                    pg_catalog.unnest($3::jsonb[]), pg_catalog.unnest($4::boolean[]))
+           with ordinality as s(change_id, position, columns, full_old, shape)
+), payloads as (
+  select s.shape, s.position, c.tenant_id as row_tenant, c.trace_id,
          c.schema || '.' || c."table" || ':' || c.pk::text as ordering_key,
          case c.op when 'INSERT' then 'row.inserted' when 'UPDATE' then 'row.updated' else 'row.deleted' end as event_type,
          pg_catalog.jsonb_build_object(
@@ -54,19 +54,24 @@ with wanted as (
            'table', c."table",
            'record', case when c.op <> 'DELETE' then
              (select pg_catalog.jsonb_object_agg(k.key, coalesce(c.record -> k.key, 'null'::jsonb))
-                from pg_catalog.jsonb_object_keys(w.columns) as k(key)) end,
+                from pg_catalog.jsonb_object_keys(s.columns) as k(key)) end,
            'old_record', case
              when c.op = 'INSERT' then null
-             when w.full_old then
+             when s.full_old then
                (select pg_catalog.jsonb_object_agg(k.key, coalesce(c.old_record -> k.key, 'null'::jsonb))
-                  from pg_catalog.jsonb_object_keys(w.columns) as k(key))
+                  from pg_catalog.jsonb_object_keys(s.columns) as k(key))
              when c.op = 'DELETE' then c.pk
            end,
-           'position', w.position,
+           'position', s.position,
            'commit_timestamp', pg_catalog.to_char(c.committed_at at time zone 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')
          ) as payload
-    from wanted w
-    join sluice.change_log c on c.id = w.change_id
+    from shapes s
+    join sluice.change_log c on c.id = s.change_id
+), rows as (
+  select w.n, w.endpoint_id, e.tenant_id, e.ordering, p.*
+    from rows from (pg_catalog.unnest($5::uuid[]), pg_catalog.unnest($6::integer[]))
+           with ordinality as w(endpoint_id, shape, n)
+    join payloads p on p.shape = w.shape
     join sluice_webhooks.endpoints e on e.id = w.endpoint_id
 ), messages as (
   insert into sluice_webhooks.messages
@@ -94,22 +99,32 @@ select m.id, m.endpoint_id, r.tenant_id,
  */
 export async function insertRowMessages(client: pg.ClientBase, wanted: readonly Wanted[]): Promise<number> {
   if (wanted.length === 0) return 0;
-  const endpoints: string[] = [];
-  const ids: string[] = [];
+  const shapeOf = new Map<string, number>();
+  const changeIds: string[] = [];
   const positions: string[] = [];
   const columns: string[] = [];
   const fullOld: boolean[] = [];
+  const endpoints: string[] = [];
+  const shapes: number[] = [];
   for (const w of wanted) {
+    const id = w.change.position.id.toString();
+    const key = `${id}|${w.endpoint.bypassesRls ? 's' : 'r'}|${w.selection.columns}`;
+    let shape = shapeOf.get(key);
+    if (shape === undefined) {
+      changeIds.push(id);
+      positions.push(formatChangePosition(w.change.position));
+      columns.push(w.selection.columns);
+      fullOld.push(w.endpoint.bypassesRls);
+      shape = changeIds.length;
+      shapeOf.set(key, shape);
+    }
     endpoints.push(w.endpoint.id);
-    ids.push(w.change.position.id.toString());
-    positions.push(formatChangePosition(w.change.position));
-    columns.push(w.selection.columns);
-    fullOld.push(w.endpoint.bypassesRls);
+    shapes.push(shape);
   }
   // A CLIENT span like the Database's statements, beneath the fan-out's batch span.
   const result = await trackSqlSpan(
     startSqlSpan(INSERT_SQL),
-    client.query(INSERT_SQL, [endpoints, ids, positions, columns, fullOld]),
+    client.query(INSERT_SQL, [changeIds, positions, columns, fullOld, endpoints, shapes]),
   );
   return result.rowCount ?? 0;
 }
