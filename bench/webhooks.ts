@@ -360,8 +360,12 @@ async function outbound(
             [ACME, ALICE, title],
           )
           .then(
-            () => void committed.set(title, { at: performance.now(), measured }),
-            () => void (writeErrors += 1),
+            () => {
+              committed.set(title, { at: performance.now(), measured });
+            },
+            () => {
+              writeErrors += 1;
+            },
           ),
       );
     }
