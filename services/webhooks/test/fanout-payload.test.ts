@@ -191,7 +191,17 @@ describe('row-change payloads', () => {
       ownerClaims: ALICE,
       tables: [{ schema: 'public', table: 'fo_cols', operations: [] }],
     });
-    // The catalog picks the new table up after its DDL: wait until a write reaches service_role.
+    // anon may not read the table at all; a disabled endpoint receives nothing either.
+    const anon = await createEndpoint(stack.pool, receiver.url, {
+      ownerRole: 'anon',
+      ownerClaims: { role: 'anon' },
+      tables: [{ schema: 'public', table: 'fo_cols', operations: [] }],
+    });
+    const disabled = await createEndpoint(stack.pool, receiver.url, {
+      ownerRole: 'service_role',
+      tables: [{ schema: 'public', table: 'fo_cols', operations: [] }],
+      enabled: false,
+    });
     await stack.pool.query(`insert into public.fo_cols values (1, $1, 'shown', 'hidden')`, [ACME]);
     await stack.pool.query(`update public.fo_cols set secret = 'still hidden', shown = 'again' where id = 1`);
     const s = await settled(service, 2);
@@ -201,6 +211,8 @@ describe('row-change payloads', () => {
     expect(a[0]?.payload.record).toEqual({ id: 1, tenant_id: ACME, shown: 'shown' });
     expect(a[1]?.payload.record).toEqual({ id: 1, tenant_id: ACME, shown: 'again' });
     expect(a.map((m) => m.payloadText).join()).not.toContain('hidden');
+    expect(await messagesOf(stack.pool, anon)).toEqual([]);
+    expect(await messagesOf(stack.pool, disabled)).toEqual([]);
   });
 
   it('honour the selection: tables, operations and the filter (in memory and in SQL)', async () => {
