@@ -210,6 +210,18 @@ create table sluice_webhooks.fanout (
   updated_at timestamptz not null default now()
 );
 
+-- Where a new endpoint's row changes start, called in the transaction that creates it: the
+-- fan-out's position, locked FOR SHARE until that transaction ends. The fan-out (which takes the
+-- row FOR UPDATE SKIP LOCKED) cannot move past changes the endpoint should receive before the
+-- endpoint is committed and visible to it; a position taken outside the transaction could be
+-- passed in between and those changes missed. Null before the fan-out first ran.
+create function sluice_webhooks.endpoint_start_position() returns text
+language sql volatile security definer set search_path = pg_catalog, pg_temp
+as $$ select f.position from sluice_webhooks.fanout f where f.singleton for share $$;
+comment on function sluice_webhooks.endpoint_start_position() is 'The start_position of an endpoint created in this transaction: the row-change fan-out''s position, held until commit.';
+revoke all on function sluice_webhooks.endpoint_start_position() from public;
+grant execute on function sluice_webhooks.endpoint_start_position() to authenticated, service_role;
+
 -- ---------------------------------------------------------------------------------------------
 -- Published messages reach their tenant's subscribed endpoints in the same transaction.
 

@@ -195,3 +195,44 @@ describe('the fan-out position', () => {
     expect(await counter('webhooks_fanout_lag_seconds')).toBe(0);
   });
 });
+
+describe('a new endpoint', () => {
+  it('gets every change after its start when it takes sluice_webhooks.endpoint_start_position() in its creating transaction', async () => {
+    await stack.pool.query('update sluice_webhooks.endpoints set enabled = false');
+    if (extra.length === 0) extra.push(await stack.addInstance());
+    const creator = new pg.Client({ connectionString: stack.db.url });
+    await creator.connect();
+    const insertEndpoint = (start: string) =>
+      creator.query<{ id: string }>(
+        `insert into sluice_webhooks.endpoints (url, tables, owner_role, start_position)
+         values ($1, '[{"schema":"public","table":"posts","operations":["INSERT"]}]', 'service_role', $2) returning id`,
+        [receiver.url, start],
+      );
+    try {
+      // A position taken before the transaction (the log's end): the fan-out moves past a change
+      // committed while the endpoint is not yet visible, and it never reaches the endpoint.
+      await creator.query('begin');
+      const early = (await insertEndpoint(await changePositionNow(stack.pool))).rows[0]?.id as string;
+      const missed = await writePosts(1, 'while the early endpoint commits');
+      await fannedOut(stack.pool);
+      await creator.query('commit');
+      await fannedOut(stack.pool);
+      expect(await receivedIds(early)).toEqual([]);
+
+      // The fan-out's own position, held until the endpoint commits: nothing falls in between.
+      await creator.query('begin');
+      const { rows } = await creator.query<{ start: string }>(
+        'select sluice_webhooks.endpoint_start_position() as start',
+      );
+      const held = (await insertEndpoint(rows[0]?.start as string)).rows[0]?.id as string;
+      const kept = await writePosts(1, 'while the held endpoint commits');
+      await delay(1500); // the fan-out would have passed it by now
+      await creator.query('commit');
+      await fannedOut(stack.pool);
+      expect(await receivedIds(held)).toEqual(kept);
+      expect(missed).toHaveLength(1);
+    } finally {
+      await creator.end();
+    }
+  });
+});
