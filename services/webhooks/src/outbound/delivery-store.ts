@@ -77,7 +77,7 @@ with candidates as (
     from sluice_webhooks.deliveries d
    where d.id in (select r.id from ranked r where r.rn <= r.cap order by r.next_attempt_at, r.id limit $6)
      and d.status = 'pending' and d.next_attempt_at <= now()
-   for update of d skip locked
+   for no key update of d skip locked
 )
 update sluice_webhooks.deliveries d
    set attempts = d.attempts + 1,
@@ -212,7 +212,10 @@ const ISO = (column: string) => `to_char(${column} at time zone 'UTC', 'YYYY-MM-
 // settled only while the lease is still ours. Endpoints that were failing are failing no more,
 // and the ones whose failing was reported (an endpoint.failing event for that period) get an
 // endpoint.recovered event in the same commit. Rows are locked in id order (deliveries, then
-// endpoints), so concurrent batches and failures never wait on each other in a cycle.
+// endpoints), so concurrent batches and failures never wait on each other in a cycle. Locks are
+// FOR NO KEY UPDATE throughout: inserting messages, deliveries and attempts takes KEY SHARE locks
+// on the rows they reference (foreign keys), and FOR UPDATE would wait for the fan-out's open
+// transactions (and make them wait) for nothing — no key ever changes here.
 const SUCCEED_MANY_SQL = `
 with input as (
   select * from unnest($1::bigint[], $2::uuid[], $3::uuid[], $4::uuid[], $5::int[], $6::timestamptz[],
@@ -222,7 +225,7 @@ with input as (
 ), locked as (
   select d.id, d.endpoint_id from sluice_webhooks.deliveries d join input i on i.delivery_id = d.id
    where d.lease_token = i.lease_token and d.status = 'pending'
-   order by d.id for update of d
+   order by d.id for no key update of d
 ), settled as (
   update sluice_webhooks.deliveries d
      set status = 'succeeded', lease_token = null, updated_at = now()
@@ -236,7 +239,7 @@ with input as (
 ), failing as (
   select e.id, e.tenant_id, e.failing_since from sluice_webhooks.endpoints e
    where e.id in (select endpoint_id from locked) and e.failing_since is not null
-   order by e.id for update of e
+   order by e.id for no key update of e
 ), cleared as (
   update sluice_webhooks.endpoints e set failing_since = null, updated_at = now()
     from failing f where e.id = f.id
@@ -415,7 +418,7 @@ export async function settleFailure(
            select id, failing_since from sluice_webhooks.endpoints
             where id = $1 and enabled
               and ($2 or failing_since <= now() - $3::bigint * interval '1 millisecond')
-            for update)
+            for no key update)
          update sluice_webhooks.endpoints e
             set enabled = false, disabled_reason = case when $2 then 'gone' else 'failing' end,
                 failing_since = null, updated_at = now()

@@ -40,8 +40,8 @@ export interface DeliveryWorker {
 }
 
 const CHANNEL = 'sluice_webhooks';
-/** Most deliveries claimed by one statement. */
-const CLAIM_BATCH = 64;
+/** Most deliveries claimed by one statement (claims run one at a time: fewer, larger ones keep up with bursts). */
+const CLAIM_BATCH = 256;
 /**
  * A claim holds for the request timeout plus this: time to settle the attempt afterwards. Only
  * after it may another worker take the delivery again, so it is generous (a redelivery then is
@@ -50,8 +50,9 @@ const CLAIM_BATCH = 64;
 const LEASE_MARGIN_MS = 10_000;
 /** After a failed claim (database away), wait at least this before the next. */
 const CLAIM_ERROR_DELAY_MS = 1_000;
-/** Most successes settled by one statement. */
+/** Most successes settled by one statement, and statements settling at once. */
 const SETTLE_BATCH = 256;
+const SETTLE_PARALLEL = 2;
 /** A delivery failing this attempt reports its endpoint failing (Svix: after the 4th). */
 const FAILING_EVENT_AFTER_ATTEMPTS = 4;
 const USER_AGENT = 'Sluice-Webhooks';
@@ -118,7 +119,7 @@ class Worker implements DeliveryWorker {
   /** Successes waiting to be settled together (settleSuccesses), and whether a batch is running. */
   #successes: { attempt: SucceededAttempt; done: (settled: Settled) => void; fail: (e: unknown) => void }[] =
     [];
-  #settling = false;
+  #settling = 0;
 
   constructor(deps: DeliveryWorkerDeps) {
     this.#deps = deps;
@@ -329,17 +330,18 @@ class Worker implements DeliveryWorker {
 
   /**
    * Settles a success together with the others that finish meanwhile: one statement per batch,
-   * the next batch starting when the last one is done (so batches grow with the load).
+   * at most SETTLE_PARALLEL at once, each loop taking what queued while it ran (so batches grow
+   * with the load). Their row locks are taken in id order, so concurrent batches cannot deadlock.
    */
   #settleInBatch(attempt: SucceededAttempt): Promise<Settled> {
     return new Promise<Settled>((done, fail) => {
       this.#successes.push({ attempt, done, fail });
-      if (!this.#settling) void this.#settleBatches();
+      if (this.#settling < SETTLE_PARALLEL) void this.#settleBatches();
     });
   }
 
   async #settleBatches(): Promise<void> {
-    this.#settling = true;
+    this.#settling++;
     try {
       while (this.#successes.length > 0) {
         const batch = this.#successes.splice(0, SETTLE_BATCH);
@@ -357,7 +359,7 @@ class Worker implements DeliveryWorker {
         }
       }
     } finally {
-      this.#settling = false;
+      this.#settling--;
     }
   }
 
