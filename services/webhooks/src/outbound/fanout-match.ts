@@ -66,6 +66,7 @@ export async function matchBatch(
           endpoint,
           new SluiceError('FAILED_PRECONDITION', `${key} is not in the schema catalog (yet)`, {
             reason: 'SLUICE_UNKNOWN_TABLE',
+            metadata: { table: key },
           }),
         );
         continue perEndpoint;

@@ -71,6 +71,7 @@ new Gauge({
 // catalog has not reloaded yet) loses nothing.
 const MAX_ENDPOINT_FAILURES = 5;
 const MAX_ENDPOINT_FAILING_MS = 30_000;
+const QUARANTINE_MS = 10 * 60_000;
 
 const CLOSE_GRACE_MS = 5_000;
 
@@ -143,6 +144,8 @@ class FanoutLoop {
   #failingSince: number | undefined;
   /** Endpoint id -> failed attempts at the batch after `position`, since when. */
   #failures = new Map<string, { position: string; count: number; since: number }>();
+  /** Endpoint id -> until when its own failures are skipped at once (see #noteFailures). */
+  #quarantine = new Map<string, number>();
 
   constructor(deps: FanoutDeps) {
     this.#deps = deps;
@@ -307,39 +310,43 @@ class FanoutLoop {
    * function its role may not execute, a cast that fails), or a table the catalog still does
    * not know — and not when several endpoints fail and none succeeds, is given up on: once it has
    * failed MAX_ENDPOINT_FAILURES times over MAX_ENDPOINT_FAILING_MS at the same position, its
-   * changes of this batch are skipped (logged, counted) and the other endpoints go on. Anything
-   * else (connections, timeouts, a pool exhausted) is retried for as long as it lasts: the lag
-   * gauge shows it, nothing is skipped.
+   * changes of this batch are skipped (logged, counted) and the other endpoints go on. Then for
+   * QUARANTINE_MS its failures are skipped at once (a broken policy must not stall every batch);
+   * a table the catalog does not know is treated as not selected until the catalog changes.
+   * Anything else (connections, timeouts, a pool exhausted) is retried for as long as it lasts:
+   * the lag gauge shows it, nothing is skipped.
    */
   #noteFailures(failed: Map<FanoutEndpoint, unknown>, checked: number, position: string): void {
     for (const id of [...this.#failures.keys()]) {
       if (this.#failures.get(id)?.position !== position) this.#failures.delete(id);
     }
+    for (const [id, until] of this.#quarantine) if (until <= Date.now()) this.#quarantine.delete(id);
     if (failed.size === 0) return;
     // Several endpoints and every one that needed a check failed: more likely the database (or a
     // table's policy all of them share) than the endpoints; wait for it rather than skip.
     const systemic = failed.size >= 2 && failed.size >= checked;
+    const now = Date.now();
     let retry: unknown;
+    const givenUp: [FanoutEndpoint, unknown][] = [];
     for (const [endpoint, error] of failed) {
+      const own = !systemic && isEndpointsOwn(error);
+      if (own && (this.#quarantine.get(endpoint.id) ?? 0) > now) {
+        givenUp.push([endpoint, error]);
+        continue;
+      }
       const previous = this.#failures.get(endpoint.id);
       const same = previous?.position === position;
       const count = same ? previous.count + 1 : 1;
-      const since = same ? previous.since : Date.now();
+      const since = same ? previous.since : now;
       this.#failures.set(endpoint.id, { position, count, since });
-      if (
-        systemic ||
-        !isEndpointsOwn(error) ||
-        count < MAX_ENDPOINT_FAILURES ||
-        Date.now() - since < MAX_ENDPOINT_FAILING_MS
-      ) {
+      if (!own || count < MAX_ENDPOINT_FAILURES || now - since < MAX_ENDPOINT_FAILING_MS) {
         retry ??= error;
         continue;
       }
-      this.#deps.logger.error(
-        { err: error, endpoint: endpoint.id, after: position },
-        'webhooks fan-out: matching keeps failing for this endpoint (owner RLS check, filter, or a table the catalog does not know); its row changes of this batch are skipped',
-      );
-      skipped.inc({ reason: 'check_failed' });
+      this.#quarantine.set(endpoint.id, now + QUARANTINE_MS);
+      const table = unknownTable(error);
+      if (table) (endpoint.unresolved as Set<string>).delete(table);
+      givenUp.push([endpoint, error]);
     }
     if (retry !== undefined) {
       throw new SluiceError(
@@ -347,6 +354,14 @@ class FanoutLoop {
         'An endpoint owner RLS check or filter failed; the batch is retried',
         { cause: retry },
       );
+    }
+    // Logged and counted once the batch goes through without them.
+    for (const [endpoint, error] of givenUp) {
+      this.#deps.logger.error(
+        { err: error, endpoint: endpoint.id, after: position },
+        'webhooks fan-out: matching keeps failing for this endpoint (owner RLS check, filter, or a table the catalog does not know); its row changes of this batch are skipped',
+      );
+      skipped.inc({ reason: 'check_failed' });
     }
   }
 
@@ -369,6 +384,12 @@ class FanoutLoop {
 // SQLSTATE classes of errors a policy or filter raises by itself (access, data, function and
 // PL/pgSQL errors, constraint and feature errors): the same each time the batch is tried.
 const OWN_ERROR_CLASSES = new Set(['0A', '22', '23', '2F', '38', '39', '42', 'P0']);
+
+/** The "schema.table" of a SLUICE_UNKNOWN_TABLE failure (fanout-match.ts), else undefined. */
+function unknownTable(error: unknown): string | undefined {
+  if (!(error instanceof SluiceError) || error.reason !== 'SLUICE_UNKNOWN_TABLE') return undefined;
+  return error.metadata?.table;
+}
 
 /** True for an error of the endpoint's own making (see #noteFailures), not the database's state. */
 function isEndpointsOwn(error: unknown): boolean {
