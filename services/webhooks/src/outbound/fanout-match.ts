@@ -22,7 +22,8 @@ export interface MatchResult {
   readonly wanted: Wanted[];
   /**
    * Endpoints whose RLS check or SQL filter failed, or with a change of a selected table the
-   * catalog does not know yet: none of their changes is in `wanted`.
+   * catalog does not know yet (the first error each): the changes of those tables are not in
+   * `wanted`, their other tables' are.
    */
   readonly failed: Map<FanoutEndpoint, unknown>;
   /** How many endpoints needed an RLS check, SQL filter or catalog table (so could fail). */
@@ -55,21 +56,22 @@ export async function matchBatch(
   const candidates = new Map<FanoutEndpoint, Candidate[]>();
   const checks: VisibilityCheck[] = [];
   const failed = new Map<FanoutEndpoint, unknown>();
-  perEndpoint: for (const endpoint of endpoints) {
+  for (const endpoint of endpoints) {
     let list: Candidate[] | undefined;
     let byTable: Map<CompiledSelection, VisibilityCheck> | undefined;
     for (const change of changes) {
       if (comparePositions(change.position, endpoint.start) <= 0) continue;
       const key = `${change.schema}.${change.table}`;
       if (endpoint.unresolved.has(key)) {
-        failed.set(
-          endpoint,
-          new SluiceError('FAILED_PRECONDITION', `${key} is not in the schema catalog (yet)`, {
-            reason: 'SLUICE_UNKNOWN_TABLE',
-            metadata: { table: key },
-          }),
-        );
-        continue perEndpoint;
+        if (!failed.has(endpoint))
+          failed.set(
+            endpoint,
+            new SluiceError('FAILED_PRECONDITION', `${key} is not in the schema catalog (yet)`, {
+              reason: 'SLUICE_UNKNOWN_TABLE',
+              metadata: { table: key },
+            }),
+          );
+        continue;
       }
       const selection = endpoint.tables.get(key);
       if (!selection?.operations.has(change.op)) continue;
@@ -112,21 +114,23 @@ export async function matchBatch(
   }
   if (filters.length > 0) await matchInDatabase(db, filters, signal);
 
+  // A failed check or filter leaves out its (endpoint, table) changes only: the caller retries
+  // the batch, or gives up on the failing ones and the endpoint's other tables still go out.
   const wanted: Wanted[] = [];
   for (const [endpoint, list] of candidates) {
-    const error = list.find((c) => (c.check?.error ?? c.filter?.error) !== undefined);
-    if (error) {
-      failed.set(endpoint, error.check?.error ?? error.filter?.error);
-      continue;
-    }
     for (const c of list) {
+      const error = c.check?.error ?? c.filter?.error;
+      if (error !== undefined) {
+        if (!failed.has(endpoint)) failed.set(endpoint, error);
+        continue;
+      }
       if (c.check && !c.check.visible?.has(c.change)) continue;
       if (c.selection.sqlFilter && !c.filter?.matched?.has(c.change)) continue;
       wanted.push({ endpoint, change: c.change, selection: c.selection });
     }
   }
-  let checked = 0;
+  const couldFail = new Set(failed.keys());
   for (const [endpoint, list] of candidates)
-    if (!failed.has(endpoint) && list.some((c) => c.check !== undefined || c.filter !== undefined)) checked++;
-  return { wanted, failed, checked: checked + failed.size };
+    if (list.some((c) => c.check !== undefined || c.filter !== undefined)) couldFail.add(endpoint);
+  return { wanted, failed, checked: couldFail.size };
 }
