@@ -88,6 +88,11 @@ const RESERVED_HEADERS = new Set([
  * endpoint (an endpoint at its cap is left out of claims, so a slow one never holds up the
  * others); an endpoint whose breaker is open is left out too (endpoint-breakers.ts).
  *
+ * Deliveries of a disabled endpoint (410 Gone, failing too long, or disabled by its admin) stay
+ * pending and are not claimed; enabled again, it receives them (nothing is lost, and the
+ * publish trigger queues nothing new for it meanwhile). A blocked URL (SSRF guard) fails its
+ * delivery at once: retrying cannot help.
+ *
  * Resolves once the LISTEN session is up.
  * @throws when the database cannot be reached.
  */
@@ -103,7 +108,7 @@ class Worker implements DeliveryWorker {
   readonly #logger: Logger;
   readonly #sender: WebhookSender;
   readonly #breakers: EndpointBreakers;
-  readonly #unregisterBreakers: () => void;
+  #unregisterBreakers: (() => void) | undefined;
   /** Attempts in flight, by delivery id. */
   readonly #inFlight = new Map<string, Promise<void>>();
   readonly #perEndpoint = new Map<string, number>();
@@ -116,7 +121,7 @@ class Worker implements DeliveryWorker {
   #wakeUp: (() => void) | undefined;
   /** The last claim was cut short by capacity: more may be due. */
   #moreDue = false;
-  /** Successes waiting to be settled together (settleSuccesses), and whether a batch is running. */
+  /** Successes waiting to be settled together (settleSuccesses), and the batches running. */
   #successes: { attempt: SucceededAttempt; done: (settled: Settled) => void; fail: (e: unknown) => void }[] =
     [];
   #settling = 0;
@@ -130,7 +135,6 @@ class Worker implements DeliveryWorker {
       failures: deps.settings.breakerFailures,
       resetMs: deps.settings.breakerResetMs,
     });
-    this.#unregisterBreakers = registerBreakers(this.#breakers);
   }
 
   async start(): Promise<void> {
@@ -150,6 +154,7 @@ class Worker implements DeliveryWorker {
         if (reconnected) this.#wake();
       },
     });
+    this.#unregisterBreakers = registerBreakers(this.#breakers);
     this.#loop = this.#run();
   }
 
@@ -178,7 +183,7 @@ class Worker implements DeliveryWorker {
     }
     await this.#sender.close();
     await this.#listen?.close();
-    this.#unregisterBreakers();
+    this.#unregisterBreakers?.();
   }
 
   #wake(): void {
@@ -325,6 +330,20 @@ class Worker implements DeliveryWorker {
       disableAfterFailingMs,
       finalReason: blocked ? 'blocked' : 'exhausted',
     });
+    this.#logger.info(
+      {
+        endpointId: d.endpointId,
+        messageId: messageId(d.messageId),
+        attempt: d.attempt,
+        outcome: result.outcome,
+        statusCode: result.statusCode,
+        error: result.error,
+        retryInMs: retryInMs ?? null,
+      },
+      retryInMs === undefined
+        ? 'webhook attempt failed; the delivery failed'
+        : 'webhook attempt failed; will retry',
+    );
     this.#after(d, settled);
   }
 
