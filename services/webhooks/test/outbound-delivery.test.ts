@@ -233,6 +233,17 @@ describe('outbound delivery', () => {
     ]);
   });
 
+  it('credentials in the endpoint URL are sent as HTTP Basic authentication', async () => {
+    const r = await receiver();
+    await createEndpoint(stack, {
+      url: r.url.replace('http://', 'http://hook:s%40cret@'),
+      eventTypes: ['basic.test'],
+    });
+    await publish(stack, 'basic.test', '{}');
+    const got = await waitFor('the delivery', () => r.requests[0]);
+    expect(got.headers.authorization).toBe(`Basic ${Buffer.from('hook:s@cret').toString('base64')}`);
+  });
+
   it('sends traceparent only when the endpoint asks for it', async () => {
     const r = await receiver();
     await createEndpoint(stack, { url: r.url, eventTypes: ['trace.test'], sendTraceparent: true });

@@ -77,6 +77,16 @@ export class WebhookSender {
         error: blocked ? error.message : `invalid URL: ${req.url}`,
       };
     }
+    let headers = req.headers;
+    if (url.username || url.password) {
+      // Credentials in the URL (https://user:pass@host/…) become HTTP Basic authentication, as
+      // Svix does; undici would drop them. An Authorization among the custom headers wins.
+      const credentials = `${decodeURIComponent(url.username)}:${decodeURIComponent(url.password)}`;
+      if (!Object.keys(headers).some((h) => h.toLowerCase() === 'authorization'))
+        headers = { ...headers, authorization: `Basic ${Buffer.from(credentials).toString('base64')}` };
+      url.username = '';
+      url.password = '';
+    }
     const timeout = AbortSignal.timeout(this.#timeoutMs);
     const combined = signal ? AbortSignal.any([timeout, signal]) : timeout;
     let response: Dispatcher.ResponseData;
@@ -84,7 +94,7 @@ export class WebhookSender {
       response = await request(url, {
         method: 'POST',
         dispatcher: this.#agent,
-        headers: req.headers,
+        headers,
         body: req.body,
         signal: combined,
       });
