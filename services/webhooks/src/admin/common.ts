@@ -35,6 +35,13 @@ export function scopeOf(context: Context, readOnly: boolean, signal?: AbortSigna
 export const isServiceRole = (context: Context): boolean => context.identity.role === SERVICE_ROLE;
 
 /**
+ * The caller's tenant as the database reads it (auth.tenant_id()): its tenant claim when that is
+ * a uuid, in any case, as canonical lower-case text; otherwise none.
+ */
+export const callerTenant = (context: Context): string | null =>
+  parseUuid(context.identity.tenantId ?? '') ?? null;
+
+/**
  * The tenant a new row belongs to: service_role names it in the request (empty: service-level,
  * no tenant); anyone else creates in the tenant of its claims, and naming another is refused
  * (RLS would refuse it anyway; this says why).
@@ -44,7 +51,7 @@ export function tenantFor(context: Context, requested: string, field: string): s
     if (requested === '') return null;
     return uuidField(requested, field);
   }
-  const own = context.identity.tenantId ?? null;
+  const own = callerTenant(context);
   if (requested !== '' && requested.toLowerCase() !== own) {
     throw new SluiceError('PERMISSION_DENIED', 'Only service_role may act for another tenant', {
       reason: Reason.permissionDenied,

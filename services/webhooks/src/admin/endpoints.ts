@@ -11,6 +11,7 @@ import { generateSecret, secretKey } from '../secrets';
 import { type ChangeOperation, readTableSelections, type StoredTableSelection } from '../stored-settings';
 import {
   type Context,
+  callerTenant,
   checkDescription,
   decodeTimeIdToken,
   encodePageToken,
@@ -148,16 +149,18 @@ function ownerFor(context: Context, req: webhooks.CreateEndpointRequest): OwnerO
         violations: [{ field: 'owner', description: 'the caller owns the endpoints it creates' }],
       });
     }
-    const own = context.identity.tenantId ?? null;
+    const own = callerTenant(context);
     if (endpointTenant !== '' && endpointTenant.toLowerCase() !== own) {
       throw new SluiceError('PERMISSION_DENIED', 'Only service_role may act for another tenant', {
         reason: Reason.permissionDenied,
         violations: [{ field: 'endpoint.tenant_id', description: 'not the tenant of the caller' }],
       });
     }
-    const claims = Object.fromEntries(
+    const claims: Record<string, unknown> = Object.fromEntries(
       Object.entries(context.identity.claims).filter(([k]) => !TOKEN_CLAIMS.includes(k)),
     );
+    // The tenant as the row stores it (the policy compares the owner's claim with it as text).
+    if (own !== null) claims.tenant_id = own;
     return { role: context.identity.role, claims, tenant: own };
   }
   if (!named) {

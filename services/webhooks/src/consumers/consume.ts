@@ -9,7 +9,7 @@ import {
 import { webhooks } from '@sluice/proto';
 import { sql } from 'kysely';
 import type { Logger } from 'pino';
-import { type Context, isServiceRole, rowsOf, scopeOf, timestampOf } from '../admin/common';
+import { type Context, callerTenant, isServiceRole, rowsOf, scopeOf, timestampOf } from '../admin/common';
 import { kindOf, SOURCE_NAME } from '../admin/sources';
 import type { ConsumerSettings } from '../config';
 import { consumerAcked, consumerEventsSent } from './metrics';
@@ -74,8 +74,7 @@ function consumerName(name: string, field: string): string {
 }
 
 /** The tenant a consumer belongs to: the caller's (service_role: none, every tenant's events). */
-const tenantOf = (context: Context): string | null =>
-  isServiceRole(context) ? null : (context.identity.tenantId ?? null);
+const tenantOf = (context: Context): string | null => (isServiceRole(context) ? null : callerTenant(context));
 
 /** A bytea column as PostgreSQL's text output ("\x" + hex). */
 function bytesOf(text: string | null | undefined): Buffer {
