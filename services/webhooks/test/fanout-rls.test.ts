@@ -180,6 +180,9 @@ async function check(list: Case[]): Promise<void> {
   for (const c of list) {
     const messages = await messagesOf(stack.pool, c.id as string);
     expect(received(messages.map((m) => m.payload)), c.name).toEqual(c.expected);
+    // Deliveries are queued in change order (what FIFO per key relies on).
+    const ids = messages.map((m) => m.deliveryId);
+    expect(ids, `${c.name}: delivery order`).toEqual([...ids].sort((a, b) => a - b));
     for (const m of messages) {
       expect(m.deliveries.length, `${c.name}: one delivery per message`).toBe(1);
       expect(m.tenantId).toBe(c.owner.tenant);

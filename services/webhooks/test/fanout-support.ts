@@ -52,6 +52,8 @@ export interface StoredMessage {
   readonly traceparent: string | null;
   /** Its deliveries (endpoint id, fifo key), in id order. */
   readonly deliveries: readonly { endpointId: string; fifoKey: string | null; tenantId: string | null }[];
+  /** The id of its first delivery (ids follow the order deliveries were queued in). */
+  readonly deliveryId: number;
 }
 
 export interface RowPayload {
@@ -74,10 +76,12 @@ export async function messagesOf(pool: pg.Pool, endpointId: string): Promise<Sto
     change_position: string;
     ordering_key: string | null;
     traceparent: string | null;
+    delivery_id: number;
     deliveries: { endpoint_id: string; fifo_key: string | null; tenant_id: string | null }[];
   }>(
     `select m.id, m.tenant_id, m.event_type, m.payload::text as payload, m.change_position, m.ordering_key,
             m.traceparent,
+            (select min(d.id) from sluice_webhooks.deliveries d where d.message_id = m.id)::int as delivery_id,
             coalesce((select json_agg(json_build_object('endpoint_id', d.endpoint_id, 'fifo_key', d.fifo_key,
                                                        'tenant_id', d.tenant_id) order by d.id)
                         from sluice_webhooks.deliveries d where d.message_id = m.id), '[]') as deliveries
@@ -95,6 +99,7 @@ export async function messagesOf(pool: pg.Pool, endpointId: string): Promise<Sto
     changePosition: r.change_position,
     orderingKey: r.ordering_key,
     traceparent: r.traceparent,
+    deliveryId: r.delivery_id,
     deliveries: r.deliveries.map((d) => ({
       endpointId: d.endpoint_id,
       fifoKey: d.fifo_key,
