@@ -50,6 +50,11 @@ const FLOOR_INTERVAL_MS = 30_000;
  */
 const FLOOR_MARGIN_SECONDS = 300;
 const NO_TENANT = '00000000-0000-0000-0000-000000000000';
+/**
+ * Body bytes one claim reads at most (always at least one event): a backlog of large events
+ * under a large max_in_flight would otherwise come back in one result, GBs in memory at once.
+ */
+const MAX_CLAIM_BYTES = 8 * 1024 * 1024;
 
 interface ConsumerRow {
   readonly id: string;
@@ -217,8 +222,11 @@ export function consumerHandlers(deps: ConsumerDeps) {
       const all = consumer.sourceIds === undefined;
       const sourceIds = consumer.sourceIds ?? [];
       const result: StatementResult = await tx.query(
-        compile(sql`with candidates as (
-            select i.id, i.tenant_id from sluice_webhooks.inbox i
+        compile(sql`with open as (
+            select i.id, i.tenant_id,
+                   -- octet_length of a stored bytea reads its size, not the value.
+                   sum(octet_length(i.body)) over (order by i.id) - octet_length(i.body) as bytes_before
+              from sluice_webhooks.inbox i
              where i.id > (select floor_id from sluice_webhooks.consumers where id = ${consumer.id}::uuid)
                and (${all}::boolean or i.source_id = any(${sourceIds}::uuid[]))
                and not exists (
@@ -227,6 +235,8 @@ export function consumerHandlers(deps: ConsumerDeps) {
                     and (ce.acked_at is not null or ce.lease_until >= now()))
              order by i.id
              limit ${capacity}
+          ), candidates as (
+            select id, tenant_id from open where bytes_before < ${MAX_CLAIM_BYTES}
           ), c as (
             insert into sluice_webhooks.consumer_events as ce (consumer_id, event_id, tenant_id, lease_until, deliveries)
             select ${consumer.id}::uuid, id, tenant_id, now() + make_interval(secs => ${ackTimeoutSeconds}), 1 from candidates
