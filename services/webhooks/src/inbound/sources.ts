@@ -31,11 +31,14 @@ select s.id::text, s.tenant_id::text, s.kind, s.settings::text,
 /**
  * Sources by name, cached for `ttlMs` so a busy source costs no query per request, and re-read
  * after that: a source disabled or a secret added, rotated or expired takes effect within the
- * TTL. Unknown names are cached too (a flood of them costs one query per name per TTL); the
- * cache holds at most `maxEntries` names. Concurrent misses for one name share one query.
+ * TTL. Unknown names are cached too (a flood of them costs one query per name per TTL), apart
+ * from the sources found: each kind holds at most `maxEntries` names, so a flood of made-up
+ * names (anyone can send them) never pushes the real sources out. Concurrent misses for one
+ * name share one query.
  */
 export class SourceCache {
-  private readonly entries = new Map<string, Entry>();
+  private readonly found = new Map<string, Entry>();
+  private readonly missing = new Map<string, Entry>();
   private readonly loading = new Map<string, Promise<Entry>>();
 
   constructor(
@@ -51,7 +54,7 @@ export class SourceCache {
    * @throws the pool's error when the database cannot be asked.
    */
   async get(name: string, maxAgeMs = this.ttlMs): Promise<InboundSource | undefined> {
-    const cached = this.entries.get(name);
+    const cached = this.cached(name);
     if (cached && Date.now() - cached.loadedAt <= Math.min(maxAgeMs, this.ttlMs)) return cached.source;
     let pending = this.loading.get(name);
     if (!pending) {
@@ -63,8 +66,12 @@ export class SourceCache {
 
   /** How old the cached answer for `name` is, in ms (Infinity when none). */
   age(name: string): number {
-    const cached = this.entries.get(name);
+    const cached = this.cached(name);
     return cached ? Date.now() - cached.loadedAt : Number.POSITIVE_INFINITY;
+  }
+
+  private cached(name: string): Entry | undefined {
+    return this.found.get(name) ?? this.missing.get(name);
   }
 
   private async load(name: string): Promise<Entry> {
@@ -88,16 +95,17 @@ export class SourceCache {
         secrets: JSON.parse(row.secrets) as string[],
       },
     };
-    if (this.entries.size >= this.maxEntries) this.evictOld();
-    this.entries.set(name, entry);
+    const [into, other] = entry.source ? [this.found, this.missing] : [this.missing, this.found];
+    other.delete(name);
+    if (into.size >= this.maxEntries) this.evictOld(into);
+    into.set(name, entry);
     return entry;
   }
 
-  private evictOld(): void {
+  private evictOld(entries: Map<string, Entry>): void {
     const now = Date.now();
-    for (const [name, entry] of this.entries)
-      if (now - entry.loadedAt > this.ttlMs) this.entries.delete(name);
+    for (const [name, entry] of entries) if (now - entry.loadedAt > this.ttlMs) entries.delete(name);
     // Still full (a flood within one TTL): start again rather than grow.
-    if (this.entries.size >= this.maxEntries) this.entries.clear();
+    if (entries.size >= this.maxEntries) entries.clear();
   }
 }
