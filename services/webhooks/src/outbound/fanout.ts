@@ -1,6 +1,7 @@
 import { context, ROOT_CONTEXT, SpanKind, SpanStatusCode, trace } from '@opentelemetry/api';
 import {
   type Change,
+  type ChangeBatch,
   ChangeFeed,
   ChangesReason,
   comparePositions,
@@ -74,6 +75,7 @@ const MAX_ENDPOINT_FAILING_MS = 30_000;
 const QUARANTINE_MS = 10 * 60_000;
 
 const CLOSE_GRACE_MS = 5_000;
+const OFFERED_BATCHES = 64;
 
 const LOCK_SQL = 'select position from sluice_webhooks.fanout where singleton for update skip locked';
 
@@ -91,8 +93,8 @@ const LOCK_SQL = 'select position from sluice_webhooks.fanout where singleton fo
  *
  * Wake-ups: a ChangeFeed of its own (snapshot probe, NOTIFY sluice_changes, polling) says when
  * changes arrive; the fan-out then reads from its stored position, batch after batch, until a
- * read finds nothing new. (The feed reads the log too; its batches only wake the loop, because
- * the fan-out's position must be the stored one, not the feed's in-memory head.)
+ * read finds nothing new. The fan-out's position is the stored one, not the feed's in-memory
+ * head; a feed batch that starts exactly there is used instead of reading the log again.
  */
 export async function startFanout(deps: FanoutDeps): Promise<Fanout> {
   const { pool } = deps;
@@ -111,13 +113,24 @@ export async function startFanout(deps: FanoutDeps): Promise<Fanout> {
     pollIntervalMs: deps.pollIntervalMs ?? 1000,
     logger: deps.logger,
   });
+  // The feed's batches follow one another: each starts where the one before ended (the first
+  // at the feed's head, read here before its first batch can arrive). A batch that starts at
+  // the fan-out's position is the very read the fan-out would make (change windows never change
+  // once appended), so it is handed over instead of read again.
+  let feedAfter: string | undefined = formatChangePosition(feed.head);
   feed.onBatch((batch) => {
+    if (feedAfter !== undefined && batch.changes.length > 0) loop.offer(feedAfter, batch);
+    feedAfter = formatChangePosition(batch.until);
     if (batch.changes.length > 0) loop.wake();
   });
   // The log lost windows the feed had read (a restored database): without an error listener the
-  // feed would stop there for good; with one it starts again at the log's end. The fan-out's own
-  // read meets the same loss and says so (see #fanOnce).
-  feed.onError(() => loop.wake());
+  // feed would stop there for good; with one it starts again at the log's end (its next batch
+  // starts there, unknown here: not handed over). The fan-out's own read meets the same loss and
+  // says so (see #fanOnce).
+  feed.onError(() => {
+    feedAfter = undefined;
+    loop.wake();
+  });
   loop.start();
   running.add(loop);
   return {
@@ -144,6 +157,10 @@ class FanoutLoop {
   #failingSince: number | undefined;
   /** Endpoint id -> failed attempts at the batch after `position`, since when. */
   #failures = new Map<string, { position: string; count: number; since: number }>();
+  /** Batches the feed read, by the position they start after (see offer). */
+  #offered = new Map<string, ChangeBatch>();
+  /** Whether the batch in hand came from the feed (for the debug line). */
+  #fromFeed = false;
   /** Endpoint id -> until when its own failures are skipped at once (see #noteFailures). */
   #quarantine = new Map<string, number>();
 
@@ -160,6 +177,15 @@ class FanoutLoop {
   lagSeconds(now = Date.now()): number {
     const since = this.#oldestPending ?? this.#failingSince;
     return since === undefined ? 0 : Math.max(0, now - since) / 1000;
+  }
+
+  /** A batch the feed read after `after` ("window:id"); the latest OFFERED_BATCHES are kept. */
+  offer(after: string, batch: ChangeBatch): void {
+    this.#offered.set(after, batch);
+    for (const key of this.#offered.keys()) {
+      if (this.#offered.size <= OFFERED_BATCHES) break;
+      this.#offered.delete(key);
+    }
   }
 
   wake(): void {
@@ -223,7 +249,12 @@ class FanoutLoop {
       let changes: readonly Change[];
       let until: Position;
       try {
-        const batch = await readChanges(pool, after, this.#batchSize, { logger, signal: this.#abort.signal });
+        const offered = this.#offered.get(row.position);
+        this.#offered.delete(row.position);
+        this.#fromFeed = offered !== undefined;
+        const batch =
+          offered ??
+          (await readChanges(pool, after, this.#batchSize, { logger, signal: this.#abort.signal }));
         changes = batch.changes;
         until = batch.until;
         const first = changes[0];
@@ -290,6 +321,7 @@ class FanoutLoop {
     this.#deps.logger.debug(
       {
         after: position,
+        fromFeed: this.#fromFeed,
         changes: changes.length,
         endpoints: endpoints.length,
         created,
