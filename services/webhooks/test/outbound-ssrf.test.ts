@@ -222,6 +222,32 @@ describe('deliveries to non-public addresses', () => {
     });
   }
 
+  it('fails every delivery to a blocked URL at once (the breaker does not count refusals)', async () => {
+    const { rows } = await stack.pool.query<{ id: string }>(
+      `insert into sluice_webhooks.endpoints (url, event_types, owner_role) values ('http://10.0.0.1/', '{ssrf.many}', 'service_role') returning id`,
+    );
+    const endpoint = (rows[0] as { id: string }).id;
+    await stack.pool.query('insert into sluice_webhooks.secrets (endpoint_id, secret) values ($1, $2)', [
+      endpoint,
+      generateSecret(),
+    ]);
+    // More than WEBHOOKS_BREAKER_FAILURES (5) and than one claim takes of an endpoint (16): an
+    // open breaker would hold the rest back for 30 s per probe.
+    await stack.pool.query(
+      `insert into sluice_webhooks.messages (event_type, payload) select 'ssrf.many', '{}' from generate_series(1, 40)`,
+    );
+    const deadline = Date.now() + 10_000;
+    for (;;) {
+      const { rows: done } = await stack.pool.query<{ n: number }>(
+        `select count(*)::int as n from sluice_webhooks.deliveries where endpoint_id = $1 and status = 'failed' and attempts = 1`,
+        [endpoint],
+      );
+      if (done[0]?.n === 40) break;
+      if (Date.now() > deadline) throw new Error(`only ${done[0]?.n} of 40 failed`);
+      await new Promise((r) => setTimeout(r, 50));
+    }
+  });
+
   it('does not follow a redirect to a private address: the 302 is a failed attempt', async () => {
     const { delivery, attempts } = await deliverTo(
       `http://127.0.0.1:${redirectorPort}/hook`,

@@ -305,12 +305,14 @@ class Worker implements DeliveryWorker {
       this.#after(d, await this.#settleInBatch({ delivery: d, startedAt, result }));
       return;
     }
-    if (this.#breakers.failed(d.endpointId) === 'open')
+    const blocked = result.outcome === 'blocked';
+    // A blocked URL is refused before any connection: nothing is down, and each such delivery
+    // fails at once; counting it would defer the others only to fail them one probe at a time.
+    if (!blocked && this.#breakers.failed(d.endpointId) === 'open')
       this.#logger.warn(
         { endpointId: d.endpointId, resetMs: this.#settings.breakerResetMs },
         'webhook endpoint breaker open: its deliveries are deferred',
       );
-    const blocked = result.outcome === 'blocked';
     const retryInMs = blocked
       ? undefined
       : retryDelayMs(
