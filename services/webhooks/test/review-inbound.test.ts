@@ -1,8 +1,9 @@
-import { randomUUID } from 'node:crypto';
+import { createHmac, randomUUID } from 'node:crypto';
 import net from 'node:net';
+import { webhooks } from '@sluice/proto';
 import { Webhook } from 'standardwebhooks';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { startWebhooksStack, type WebhooksStack } from './helpers';
+import { ACME, startWebhooksStack, type WebhooksStack } from './helpers';
 import { createSource, inboxRows, newSecret, post, sourceName } from './inbound/helpers';
 
 // Outside review of POST /webhooks/{source}: requests as an attacker or a broken client would
@@ -200,5 +201,30 @@ describe('signature headers', () => {
       });
       expect({ ts, status: answer.status }).toEqual({ ts, status: 401 });
     }
+  });
+});
+
+describe('a supabase-database source switched to Standard Webhooks by UpdateSource', () => {
+  it('does not verify with a key decoded from its shared secret', async () => {
+    const acme = stack.client(await stack.token({ admin: ACME }));
+    const created = await acme.createSource({
+      source: { name: 'switched', kind: webhooks.SourceKind.SOURCE_KIND_SUPABASE_DATABASE },
+      secret: '!!!!!!!!!!!!!!!!',
+    } as webhooks.CreateSourceRequest);
+    await acme.updateSource({
+      id: created.source?.id ?? '',
+      supabase: { auth: webhooks.SupabaseAuth.SUPABASE_AUTH_STANDARD_WEBHOOKS, header: '' },
+    } as webhooks.UpdateSourceRequest);
+    await new Promise((r) => setTimeout(r, 2_100)); // the ingress's source cache
+    const body = '{"type":"INSERT","table":"x","schema":"public","record":{},"old_record":null}';
+    const at = String(Math.floor(Date.now() / 1000));
+    // "!!!…" decodes (Node skips what is not base64) to an empty key, which anyone can sign with.
+    const forged = createHmac('sha256', Buffer.alloc(0)).update(`msg_forged.${at}.${body}`).digest('base64');
+    const answer = await post(stack.httpUrl, '/webhooks/switched', body, {
+      'webhook-id': 'msg_forged',
+      'webhook-timestamp': at,
+      'webhook-signature': `v1,${forged}`,
+    });
+    expect(answer.status).toBe(401);
   });
 });

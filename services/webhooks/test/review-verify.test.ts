@@ -1,4 +1,4 @@
-import { generateKeyPairSync, randomBytes } from 'node:crypto';
+import { createHmac, generateKeyPairSync, randomBytes } from 'node:crypto';
 import { Webhook } from 'standardwebhooks';
 import { describe, expect, it } from 'vitest';
 import { verifySignature } from '../src/inbound/verify';
@@ -60,5 +60,33 @@ describe('standard-webhooks signature header of many entries', () => {
       },
     );
     expect(result).toEqual({ ok: true, eventId: 'msg_x', timestamp: Number(timestamp) });
+  });
+});
+
+describe('standard-webhooks keys', () => {
+  const sign = (key: Buffer, body: string) =>
+    `v1,${createHmac('sha256', key).update(`msg_k.${timestamp}.${body}`).digest('base64')}`;
+  const check = (secret: string, signature: string, body: string) =>
+    verifySignature(
+      { kind: 'standard-webhooks', secrets: [secret], toleranceSeconds: 300 },
+      {
+        body: Buffer.from(body),
+        headers: { 'webhook-id': 'msg_k', 'webhook-timestamp': timestamp, 'webhook-signature': signature },
+        now,
+      },
+    ).ok;
+
+  it('a secret that is not base64 (a shared secret kept after UpdateSource changed the auth) signs nothing', () => {
+    // Node decodes "!!!…" to an empty key and "my-shared-token" to 11 bytes: anyone could sign.
+    expect(check('!!!!!!!!!!!!!!!!', sign(Buffer.alloc(0), '{}'), '{}')).toBe(false);
+    expect(check('whsec_!!!!!!!!', sign(Buffer.alloc(0), '{}'), '{}')).toBe(false);
+    expect(check('my-shared-token', sign(Buffer.from('my-shared-token', 'base64'), '{}'), '{}')).toBe(false);
+    expect(check('whsec_AAAA', sign(Buffer.from('AAAA', 'base64'), '{}'), '{}')).toBe(false);
+  });
+
+  it('takes bare base64 keys of 16 bytes and more', () => {
+    const key = randomBytes(16);
+    expect(check(key.toString('base64'), sign(key, '{}'), '{}')).toBe(true);
+    expect(check(`v1,whsec_${key.toString('base64')}`, sign(key, '{}'), '{}')).toBe(true);
   });
 });

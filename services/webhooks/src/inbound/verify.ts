@@ -174,8 +174,16 @@ function standardWebhooksKey(secret: string): StandardKey {
       }),
     };
   }
-  return { kind: 'hmac', key: Buffer.from(text.startsWith('whsec_') ? text.slice(6) : text, 'base64') };
+  // Node's base64 decoder skips what is not base64: a secret of another form (a shared secret
+  // left from another auth mode) could decode to a short or empty key anyone can sign with.
+  const base64 = text.startsWith('whsec_') ? text.slice(6) : text;
+  if (!/^[A-Za-z0-9+/]+={0,2}$/.test(base64)) return { kind: 'none' };
+  const key = Buffer.from(base64, 'base64');
+  return key.length >= MIN_HMAC_KEY_BYTES ? { kind: 'hmac', key } : { kind: 'none' };
 }
+
+/** The shortest Standard Webhooks HMAC key used (the admin API takes 16 bytes and more). */
+const MIN_HMAC_KEY_BYTES = 16;
 
 function verifyStripe(scheme: StripeScheme, { body, headers, now }: VerifyRequest): VerifyResult {
   const value = header(headers, 'stripe-signature');
