@@ -325,7 +325,10 @@ export function endpointHandlers(deps: EndpointHandlersDeps) {
       const secret = req.secret === '' ? generateSecret() : req.secret;
       const owner = ownerFor(context, req);
       const tables = await tablesOf(e.tables, owner.role, 'endpoint.tables');
-      const start = await changePositionNow(deps.pool).catch((error: unknown) => {
+      // Only a fallback for a database whose fan-out has never run: the start position is the
+      // fan-out's own, read in the insert's transaction and held (FOR SHARE) until it commits, so
+      // the fan-out cannot pass a change this endpoint should get before the endpoint is visible.
+      const fallbackStart = await changePositionNow(deps.pool).catch((error: unknown) => {
         throw mapPgError(error, context.sluice.signal);
       });
       const row = await db.transaction(scopeOf(context, false), async (tx) => {
@@ -336,7 +339,8 @@ export function endpointHandlers(deps: EndpointHandlersDeps) {
                  owner_role, owner_claims, start_position)
               values (${owner.tenant}::uuid, ${url}, ${description}, ${JSON.stringify(headers)}::jsonb,
                  ${JSON.stringify(tables)}::jsonb, ${eventTypes}::text[], ${ordering}, ${e.sendTraceparent},
-                 ${owner.role}, ${JSON.stringify(owner.claims)}::jsonb, ${start})
+                 ${owner.role}, ${JSON.stringify(owner.claims)}::jsonb,
+                 coalesce(sluice_webhooks.endpoint_start_position(), ${fallbackStart}))
               returning ${COLUMNS}`),
           ),
         )[0];
