@@ -62,11 +62,22 @@ export interface OutboundSettings {
   readonly retentionMs: number;
 }
 
+/** The row-change fan-out (change log → messages and deliveries). */
+export interface FanoutSettings {
+  /** Changes read per transaction. */
+  readonly batchSize: number;
+  /** Look for changes at least this often besides the wake-ups. */
+  readonly pollIntervalMs: number;
+  /** How often the wake-up feed looks for ended transactions (0: NOTIFY and polling only). */
+  readonly probeIntervalMs: number;
+}
+
 /** Everything the webhooks service reads from its environment, validated and frozen at startup. */
 export interface WebhooksConfig extends GrpcServiceSettings {
   readonly inbound: InboundSettings;
   readonly consumers: ConsumerSettings;
   readonly outbound: OutboundSettings;
+  readonly fanout: FanoutSettings;
 }
 
 /** Svix's schedule: immediately, then 5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 10 h. */
@@ -125,6 +136,11 @@ export function loadWebhooksConfig(env: Env): WebhooksConfig {
       httpsOnly: r.bool('WEBHOOKS_HTTPS_ONLY', false),
       pollIntervalMs: r.int('WEBHOOKS_POLL_INTERVAL_MS', 1000, { min: 10 }),
       retentionMs: r.int('WEBHOOKS_MESSAGE_RETENTION_DAYS', 30, { min: 15 }) * 24 * HOUR_MS,
+    },
+    fanout: {
+      batchSize: r.int('WEBHOOKS_FANOUT_BATCH_SIZE', 500, { min: 1, max: 10_000 }),
+      pollIntervalMs: r.int('WEBHOOKS_FANOUT_POLL_INTERVAL_MS', 1000, { min: 10 }),
+      probeIntervalMs: r.int('WEBHOOKS_FANOUT_PROBE_INTERVAL_MS', 20, { min: 0, max: 60_000 }),
     },
   };
   r.done();

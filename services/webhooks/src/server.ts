@@ -58,6 +58,7 @@ export async function startWebhooksServer(
           logger,
           catalog,
           listenConnectionString: config.sessionDatabaseUrl,
+          ...config.fanout,
         });
         onClose(() => fanout.close());
         onClose(startRetention({ pool, logger, inbound: config.inbound, outbound: config.outbound }));
