@@ -110,6 +110,31 @@ export function timestampText(ts: Timestamp): string {
 export const DEFAULT_PAGE = 100;
 export const MAX_PAGE = 1000;
 
+/**
+ * Bytes of large fields (payloads, response bodies) one page carries at most, always one row at
+ * least: gRPC refuses an answer over 4 MiB, and a page of 100 messages of 1 MiB is 100 MiB.
+ */
+export const MAX_PAGE_BYTES = 2 * 1024 * 1024;
+
+/**
+ * The rows of a page out of `rows` (read with limit + 1): at most `limit`, ending early once
+ * the rows before reach MAX_PAGE_BYTES by `bytes`; `more` when rows are left for the next page.
+ */
+export function boundedPage<T>(
+  rows: readonly T[],
+  limit: number,
+  bytes: (row: T) => number,
+): { page: T[]; more: boolean } {
+  const page: T[] = [];
+  let total = 0;
+  for (const row of rows) {
+    if (page.length === limit || (page.length > 0 && total >= MAX_PAGE_BYTES)) break;
+    page.push(row);
+    total += bytes(row);
+  }
+  return { page, more: page.length < rows.length };
+}
+
 export function pageLimit(limit: number, field = 'limit'): number {
   if (limit > MAX_PAGE) throw invalid(field, `at most ${MAX_PAGE}`);
   return limit === 0 ? DEFAULT_PAGE : limit;

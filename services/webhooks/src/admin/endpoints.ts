@@ -10,6 +10,7 @@ import type { OutboundSettings } from '../config';
 import { generateSecret, secretKey } from '../secrets';
 import { type ChangeOperation, readTableSelections, type StoredTableSelection } from '../stored-settings';
 import {
+  boundedPage,
   type Context,
   callerTenant,
   checkDescription,
@@ -377,12 +378,16 @@ export function endpointHandlers(deps: EndpointHandlersDeps) {
         ),
       ]);
       const rows = rowsOf(result);
-      const page = rows.slice(0, limit);
+      // An endpoint's headers and filters can reach hundreds of KB each.
+      const { page, more } = boundedPage(
+        rows,
+        limit,
+        (r) => Buffer.byteLength(r.headers ?? '') + Buffer.byteLength(r.tables ?? ''),
+      );
       const last = page[page.length - 1];
       return {
         endpoints: page.map(toEndpoint),
-        nextPageToken:
-          rows.length > limit && last ? encodePageToken([last.created_at ?? '', last.id ?? '']) : '',
+        nextPageToken: more && last ? encodePageToken([last.created_at ?? '', last.id ?? '']) : '',
       };
     },
 

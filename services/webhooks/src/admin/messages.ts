@@ -4,6 +4,7 @@ import { webhooks } from '@sluice/proto';
 import { sql } from 'kysely';
 import { messageId, messageUuid } from '../ids';
 import {
+  boundedPage,
   type Context,
   decodePageToken,
   decodeTimeIdToken,
@@ -200,14 +201,15 @@ export function messageHandlers({ db }: { readonly db: Database }) {
         conditions.push(sql`(m.created_at, m.id) < (${before[0]}::timestamptz, ${before[1]}::uuid)`);
       // Newest first.
       return db.transaction(scopeOf(context, true), async (tx) => {
+        // The payloads' sizes first: only the messages that fit a page are read.
         const rows = rowsOf(
           await tx.query(
-            compile(sql`select m.id, m.created_at from sluice_webhooks.messages m
+            compile(sql`select m.id, m.created_at, octet_length(m.payload::text) as bytes from sluice_webhooks.messages m
               where ${sql.join(conditions, sql` and `)}
               order by m.created_at desc, m.id desc limit ${limit + 1}`),
           ),
         );
-        const page = rows.slice(0, limit);
+        const { page, more } = boundedPage(rows, limit, (r) => Number(r.bytes ?? 0));
         const last = page[page.length - 1];
         return {
           messages: await readMessages(
@@ -215,8 +217,7 @@ export function messageHandlers({ db }: { readonly db: Database }) {
             page.map((r) => r.id ?? ''),
             endpoint,
           ),
-          nextPageToken:
-            rows.length > limit && last ? encodePageToken([last.created_at ?? '', last.id ?? '']) : '',
+          nextPageToken: more && last ? encodePageToken([last.created_at ?? '', last.id ?? '']) : '',
         };
       });
     },
@@ -242,7 +243,11 @@ export function messageHandlers({ db }: { readonly db: Database }) {
            order by a.id limit ${limit + 1}`),
       ]);
       const rows = rowsOf(result);
-      const page = rows.slice(0, limit);
+      const { page, more } = boundedPage(
+        rows,
+        limit,
+        (a) => Buffer.byteLength(a.response_body ?? '') + Buffer.byteLength(a.error ?? ''),
+      );
       const last = page[page.length - 1];
       return {
         attempts: page.map((a) => ({
@@ -257,7 +262,7 @@ export function messageHandlers({ db }: { readonly db: Database }) {
           error: a.error ?? '',
           responseBody: a.response_body ?? '',
         })),
-        nextPageToken: rows.length > limit && last ? encodePageToken([last.id ?? '']) : '',
+        nextPageToken: more && last ? encodePageToken([last.id ?? '']) : '',
       };
     },
 
