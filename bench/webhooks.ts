@@ -437,8 +437,18 @@ async function outbound(
       `  p99 ${p99.toFixed(1)} ms — target ≤ ${OUTBOUND_P99_TARGET_MS} ms ${p99 <= OUTBOUND_P99_TARGET_MS ? 'met' : 'MISSED'}; ` +
         `nothing lost ${lost === 0 ? 'met' : 'MISSED'}`,
     );
-  else
+  else {
     console.log(`  every message delivered in the end: ${lost === 0 ? 'met' : 'MISSED'} (${lost} missing)`);
+    // The dead endpoint's messages are not lost: they wait in its queue (the breaker holds them).
+    const { rows } = await admin.query<{ status: string; n: string; attempts: string }>(
+      `select d.status, count(*)::text as n, coalesce(sum(d.attempts), 0)::text as attempts
+         from sluice_webhooks.deliveries d join sluice_webhooks.endpoints e on e.id = d.endpoint_id
+        where e.url = 'http://127.0.0.1:9/dead' and e.enabled group by d.status`,
+    );
+    console.log(
+      `  dead endpoint: ${rows.map((r) => `${r.n} ${r.status} (${r.attempts} attempts)`).join(', ') || 'nothing queued'}`,
+    );
+  }
   const prefix = step === 'outbound' ? 'outbound' : 'failures';
   return {
     [`${prefix}_per_s`]: round1(perSecond),
