@@ -243,7 +243,7 @@ with input as (
 ), failing as (
   select e.id, e.tenant_id, e.failing_since from sluice_webhooks.endpoints e
    where e.id in (select endpoint_id from locked) and e.failing_since is not null
-   order by e.id for no key update of e
+   order by e.id for no key update of e skip locked
 ), cleared as (
   update sluice_webhooks.endpoints e set failing_since = null, updated_at = now()
     from failing f where e.id = f.id
@@ -313,6 +313,13 @@ export async function settleSuccesses(
 
 // A failed attempt in one statement: the delivery due again after the retry delay (or failed),
 // the attempt recorded, and the endpoint failing since now unless it already was.
+//
+// Marking an endpoint failing (here) and ending its failing period (a success batch) skip an
+// endpoint row the other holds locked instead of waiting: with failures and successes mixed,
+// waiting made every batch wait for failures and every failure for batches (first-try p99
+// 2-4 s instead of 0.2-0.4 s in the benchmark with 20 % failures). What is skipped is a state
+// the other is changing right now — a failure during a batch that ends the period, or a success
+// during a failure that starts one — and the next attempt of that endpoint decides again.
 const FAIL_SQL = `
 with settled as (
   update sluice_webhooks.deliveries
@@ -324,10 +331,14 @@ with settled as (
   insert into sluice_webhooks.attempts ${ATTEMPT_COLUMNS}
   select $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11
    where exists (select 1 from sluice_webhooks.deliveries where id = $1)
-), marked as (
-  update sluice_webhooks.endpoints set failing_since = now(), updated_at = now()
+), unmarked as (
+  select id from sluice_webhooks.endpoints
    where id = $3 and failing_since is null and exists (select 1 from settled)
-  returning id
+  for no key update skip locked
+), marked as (
+  update sluice_webhooks.endpoints e set failing_since = now(), updated_at = now()
+    from unmarked u where e.id = u.id
+  returning e.id
 )
 select count(*)::int as settled from settled`;
 
