@@ -17,6 +17,7 @@ export type IngressReason =
   | 'missing_event_id'
   | 'invalid_change'
   | 'rate_limited'
+  | 'overloaded'
   | 'database_unavailable'
   | 'source_misconfigured'
   | 'internal';
@@ -36,6 +37,7 @@ const STATUS: Readonly<Record<IngressReason, number>> = {
   missing_event_id: 400,
   invalid_change: 422,
   rate_limited: 429,
+  overloaded: 503,
   database_unavailable: 503,
   source_misconfigured: 500,
   internal: 500,

@@ -19,6 +19,8 @@ export interface IngressDeps {
   readonly logger: Logger;
   readonly catalog: () => SchemaCatalog;
   readonly settings: InboundSettings;
+  /** Body bytes all requests in flight may hold at once (default MAX_BUFFERED_BYTES). */
+  readonly maxBufferedBytes?: number;
 }
 
 export interface Ingress {
@@ -31,6 +33,12 @@ export interface Ingress {
 const SOURCE_NAME = /^[a-z0-9][a-z0-9_-]{0,62}$/;
 /** A refused signature re-reads the source when its cached secrets are older than this (a rotation just made). */
 const REFRESH_ON_FAILURE_MS = 500;
+/**
+ * Body bytes all requests in flight hold at most, by default. A body is read whole before its
+ * signature can be checked, so without a bound anyone could open a few thousand requests to a
+ * known source and have each buffer its full limit; past it a request is refused with 503.
+ */
+const MAX_BUFFERED_BYTES = 256 * 1024 * 1024;
 /** close() waits this long for requests in flight, then closes their connections. */
 const CLOSE_GRACE_MS = 5_000;
 
@@ -41,6 +49,8 @@ interface RequestState {
   maxBodyBytes: number;
   /** The request's SERVER span when tracing is on. */
   span?: Span;
+  /** Body bytes this request holds, counted in the ingress's total until it is answered. */
+  held: number;
 }
 
 /**
@@ -72,10 +82,16 @@ export async function startIngress(deps: IngressDeps): Promise<Ingress> {
   const stateOf = (request: FastifyRequest): RequestState => {
     let state = states.get(request);
     if (!state) {
-      state = { maxBodyBytes: settings.maxBodyBytes };
+      state = { maxBodyBytes: settings.maxBodyBytes, held: 0 };
       states.set(request, state);
     }
     return state;
+  };
+  const maxBuffered = deps.maxBufferedBytes ?? MAX_BUFFERED_BYTES;
+  let buffered = 0;
+  const release = (state: RequestState) => {
+    buffered -= state.held;
+    state.held = 0;
   };
   const unavailable = (cause: unknown) =>
     new IngressError('database_unavailable', 'the database is unavailable; retry later', {
@@ -100,7 +116,8 @@ export async function startIngress(deps: IngressDeps): Promise<Ingress> {
   // Every body arrives as the exact bytes, whatever its content type: signatures are over them.
   app.removeAllContentTypeParsers();
   app.addContentTypeParser('*', (request, payload, done) => {
-    const limit = stateOf(request).maxBodyBytes;
+    const state = stateOf(request);
+    const limit = state.maxBodyBytes;
     const chunks: Buffer[] = [];
     let size = 0;
     const stop = () => {
@@ -117,6 +134,19 @@ export async function startIngress(deps: IngressDeps): Promise<Ingress> {
         done(tooLarge(limit), undefined);
         return;
       }
+      if (buffered + chunk.length > maxBuffered) {
+        stop();
+        payload.pause();
+        done(
+          new IngressError('overloaded', 'too many request bodies are being received; retry later', {
+            retryAfterSeconds: settings.retryAfterSeconds,
+          }),
+          undefined,
+        );
+        return;
+      }
+      buffered += chunk.length;
+      state.held += chunk.length;
       chunks.push(chunk);
     };
     const onEnd = (error?: Error) => {
@@ -198,7 +228,8 @@ export async function startIngress(deps: IngressDeps): Promise<Ingress> {
       const source = stateOf(request).source?.name ?? '';
       inboundRejected.inc({ source, reason: error.reason });
       const fields = { source, reason: error.reason, status: error.status, remote: request.ip };
-      if (error.status >= 500 && error.reason !== 'database_unavailable')
+      if (error.reason === 'overloaded') logger.warn(fields, `inbound webhook refused: ${error.message}`);
+      else if (error.status >= 500 && error.reason !== 'database_unavailable')
         logger.error({ ...fields, err: error.cause ?? raw }, 'inbound webhook failed');
       else if (error.reason === 'database_unavailable')
         logger.warn({ ...fields, err: error.cause }, 'inbound webhook refused: database unavailable');
@@ -206,7 +237,8 @@ export async function startIngress(deps: IngressDeps): Promise<Ingress> {
         logger.info({ ...fields, field: error.options.field }, `inbound webhook refused: ${error.message}`);
       if (error.options.retryAfterSeconds !== undefined)
         reply.header('retry-after', String(error.options.retryAfterSeconds));
-      if (error.status === 413) reply.header('connection', 'close');
+      // The rest of the body is not read: the connection cannot carry another request.
+      if (error.status === 413 || error.reason === 'overloaded') reply.header('connection', 'close');
       return reply.code(error.status).send(error.body());
     },
   );
@@ -229,6 +261,7 @@ export async function startIngress(deps: IngressDeps): Promise<Ingress> {
 
   app.addHook('onResponse', async (request, reply) => {
     const state = stateOf(request);
+    release(state);
     inboundRequests.inc({ source: state.source?.name ?? '', status: String(reply.statusCode) });
     if (state.span) {
       if (state.source) state.span.setAttribute('sluice.webhooks.source', state.source.name);
@@ -239,7 +272,9 @@ export async function startIngress(deps: IngressDeps): Promise<Ingress> {
   });
 
   app.addHook('onRequestAbort', async (request) => {
-    stateOf(request).span?.end();
+    const state = stateOf(request);
+    release(state);
+    state.span?.end();
   });
 
   const { host, port } = splitAddress(settings.httpAddress);
