@@ -5,7 +5,8 @@ import type { AttemptResult } from './sender';
 
 /**
  * The delivery worker's SQL: claiming due deliveries under a lease, and settling an attempt.
- * Values come back as text (the service pool's raw text types) and are parsed here.
+ * Values come back as text (the service pool's raw text types; JSON is cast to text, so a pool
+ * with type parsers works too) and are parsed here.
  */
 
 /** A delivery claimed for one attempt, with what the request needs. */
@@ -215,8 +216,9 @@ const ISO = (column: string) => `to_char(${column} at time zone 'UTC', 'YYYY-MM-
 // says (it happened) unless the delivery is gone (its message was deleted); a delivery is
 // settled only while the lease is still ours. Endpoints that were failing are failing no more,
 // and the ones whose failing was reported (an endpoint.failing event for that period) get an
-// endpoint.recovered event in the same commit. Rows are locked in id order (deliveries, then
-// endpoints), so concurrent batches and failures never wait on each other in a cycle. Locks are
+// endpoint.recovered event in the same commit (an endpoint row held by a failure right now is
+// skipped: see FAIL_SQL). Delivery rows are locked in id order, so two batches never wait on
+// each other in a cycle. Locks are
 // FOR NO KEY UPDATE throughout: inserting messages, deliveries and attempts takes KEY SHARE locks
 // on the rows they reference (foreign keys), and FOR UPDATE would wait for the fan-out's open
 // transactions (and make them wait) for nothing — no key ever changes here.
