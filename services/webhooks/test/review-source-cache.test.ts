@@ -39,3 +39,19 @@ describe('SourceCache under a flood of made-up names', () => {
     expect((await cache.get(later))?.kind).toBe('github');
   });
 });
+
+describe('a source rotated many times within the grace', () => {
+  it('is verified against its newest 16 secrets only (each costs a pass over every forged body)', async () => {
+    const name = sourceName('rotated');
+    const id = await createSource(stack, { name, kind: 'standard-webhooks' });
+    const secrets = Array.from({ length: 40 }, () => newSecret());
+    for (const [i, secret] of secrets.entries())
+      await stack.pool.query(
+        `insert into sluice_webhooks.secrets (source_id, secret, created_at, expires_at)
+         values ($1, $2, now() - make_interval(secs => $3), now() + interval '1 day')`,
+        [id, secret, 100 - i],
+      );
+    const source = await new SourceCache(stack.pool).get(name);
+    expect(source?.secrets).toEqual(secrets.slice(-16).reverse());
+  });
+});

@@ -1,6 +1,13 @@
 import type pg from 'pg';
 import { readSourceSettings, type SourceKind, type SourceSettings } from '../stored-settings';
 
+/**
+ * Secrets a request is checked against at most, the newest: each costs a pass over the body,
+ * and rotations within the grace period (up to 30 days) could otherwise pile up hundreds that
+ * every forged request pays for.
+ */
+export const MAX_VERIFY_SECRETS = 16;
+
 /** A source as the ingress needs it: its row and the secrets valid now. */
 export interface InboundSource {
   readonly id: string;
@@ -8,7 +15,7 @@ export interface InboundSource {
   readonly tenantId: string | null;
   readonly kind: Exclude<SourceKind, 'operational'>;
   readonly settings: SourceSettings;
-  /** Secrets not expired, newest first. */
+  /** Secrets not expired, newest first, at most MAX_VERIFY_SECRETS. */
   readonly secrets: readonly string[];
 }
 
@@ -92,7 +99,7 @@ export class SourceCache {
         tenantId: row.tenant_id,
         kind: row.kind,
         settings: readSourceSettings(JSON.parse(row.settings)),
-        secrets: JSON.parse(row.secrets) as string[],
+        secrets: (JSON.parse(row.secrets) as string[]).slice(0, MAX_VERIFY_SECRETS),
       },
     };
     const [into, other] = entry.source ? [this.found, this.missing] : [this.missing, this.found];
