@@ -1,7 +1,7 @@
 import type { webhooks } from '@sluice/proto';
 import { type ClientError, Status } from 'nice-grpc';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { ACME, startWebhooksStack, type WebhooksClient, type WebhooksStack } from './helpers';
+import { ACME, GLOBEX, startWebhooksStack, type WebhooksClient, type WebhooksStack } from './helpers';
 
 // Outside review of the consumers: what one claim reads into memory, and acknowledgements aimed
 // at events the consumer does not hold.
@@ -106,5 +106,27 @@ describe('Ack', () => {
     );
     expect(rows).toEqual([{ name: 'ack-a', acked: false }]);
     expect((await acme.ack({ consumer: 'ack-a', eventIds: [id as string] })).acked).toBe(1);
+  }, 120_000);
+});
+
+describe("another tenant's volume", () => {
+  it("does not make a tenant consumer's claims scan it under the policy's per-row check", async () => {
+    const { rows } = await stack.pool.query<{ id: string }>(
+      `insert into sluice_webhooks.sources (name, kind, tenant_id) values ('globex-busy', 'standard-webhooks', $1) returning id`,
+      [GLOBEX],
+    );
+    await receive({ consumer: 'acme-quiet' }, 0);
+    await stack.pool.query(
+      `insert into sluice_webhooks.inbox (source_id, tenant_id, external_id, body)
+       select $1, $2, 'busy-' || n, '\\x00' from generate_series(1, 300000) n`,
+      [rows[0]?.id, GLOBEX],
+    );
+    await stack.pool.query('analyze sluice_webhooks.inbox');
+    const [id] = await insertEvents(1, 10);
+    // Under the policy alone, one claim over 300,000 GLOBEX events took seconds here.
+    const started = Date.now();
+    const events = await receive({ consumer: 'acme-quiet' }, 1);
+    expect(events.map((e) => e.id)).toEqual([id]);
+    expect(Date.now() - started).toBeLessThan(1_500);
   }, 120_000);
 });
