@@ -222,6 +222,9 @@ describe('hostile strings', () => {
         acme.getSource({ id: '00000000-0000-4000-8000-000000000000; select 1' }),
       ),
     };
+    // Nanos past a second are no time: refused, not read as a tenth of it.
+    expect(results['messages since nanos out of range']).toBe('INVALID_ARGUMENT');
+    expect(results['recover since nanos out of range']).toBe('INVALID_ARGUMENT');
     for (const [what, status] of Object.entries(results))
       expect({ what, status }).toEqual({
         what,

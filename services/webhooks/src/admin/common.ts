@@ -107,6 +107,16 @@ export function timestampText(ts: Timestamp): string {
   return formatTimestamp(ts);
 }
 
+/**
+ * A Timestamp of a request as text for SQL: nanos outside 0–999,999,999 are refused (written
+ * out, 1,500,000,000 nanos would read as 0.15 s, not 1.5).
+ */
+export function timestampField(ts: Timestamp, field: string): string {
+  if (!Number.isInteger(ts.nanos) || ts.nanos < 0 || ts.nanos > 999_999_999)
+    throw invalid(field, 'nanos must be 0 to 999,999,999');
+  return formatTimestamp(ts);
+}
+
 export const DEFAULT_PAGE = 100;
 export const MAX_PAGE = 1000;
 

@@ -16,8 +16,8 @@ import {
   scopeOf,
   type Timestamp,
   tenantFor,
+  timestampField,
   timestampOf,
-  timestampText,
   timestampToDate,
   uuidField,
 } from './common';
@@ -196,7 +196,7 @@ export function messageHandlers({ db }: { readonly db: Database }) {
           sql`exists (select 1 from sluice_webhooks.deliveries d where d.message_id = m.id and d.endpoint_id = ${endpoint}::uuid)`,
         );
       if (req.eventType !== '') conditions.push(sql`m.event_type = ${req.eventType}`);
-      if (req.since) conditions.push(sql`m.created_at >= ${timestampText(req.since)}::timestamptz`);
+      if (req.since) conditions.push(sql`m.created_at >= ${timestampField(req.since, 'since')}::timestamptz`);
       if (before)
         conditions.push(sql`(m.created_at, m.id) < (${before[0]}::timestamptz, ${before[1]}::uuid)`);
       // Newest first.
@@ -298,6 +298,7 @@ export function messageHandlers({ db }: { readonly db: Database }) {
     ): Promise<webhooks.RecoverEndpointResponse> {
       const endpoint = uuidField(req.endpointId, 'endpoint_id');
       if (!req.since) throw invalid('since', 'since is required', Reason.invalidArgument);
+      const sinceText = timestampField(req.since, 'since');
       const since = timestampToDate(req.since);
       if (Number.isNaN(since.getTime()) || Date.now() - since.getTime() > MAX_RECOVER_MS)
         throw invalid('since', 'at most 14 days ago');
@@ -311,7 +312,7 @@ export function messageHandlers({ db }: { readonly db: Database }) {
         const updated = await tx.query(
           compile(sql`update sluice_webhooks.deliveries d set status = 'pending', next_attempt_at = now(), updated_at = now()
             where d.endpoint_id = ${endpoint}::uuid and d.status = 'failed'
-              and d.created_at >= ${timestampText(req.since as Timestamp)}::timestamptz`),
+              and d.created_at >= ${sinceText}::timestamptz`),
         );
         return { deliveries: updated.rowCount };
       });
