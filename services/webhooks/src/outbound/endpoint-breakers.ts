@@ -56,10 +56,22 @@ export class EndpointBreakers {
     return { excluded, probes };
   }
 
-  /** A delivery of this endpoint was claimed: when half-open, it is the probe. */
-  claimed(endpointId: string): void {
+  /** A delivery of this endpoint was claimed: when half-open, it is the probe (returns true). */
+  claimed(endpointId: string): boolean {
     const s = this.#states.get(endpointId);
-    if (s && this.state(endpointId) === 'half-open') s.probing = true;
+    if (!s || this.state(endpointId) !== 'half-open') return false;
+    s.probing = true;
+    return true;
+  }
+
+  /**
+   * The probe's attempt ended. One that neither succeeded nor failed — refused by the SSRF
+   * guard (not counted), abandoned, or broken — must still end the probe: while `probing` the
+   * endpoint is excluded from every claim, so it would never be claimed again by this worker.
+   */
+  probeEnded(endpointId: string): void {
+    const s = this.#states.get(endpointId);
+    if (s) s.probing = false;
   }
 
   /** An attempt succeeded: the breaker closes. Returns the state it left. */

@@ -256,7 +256,7 @@ class Worker implements DeliveryWorker {
   }
 
   #start(d: ClaimedDelivery): void {
-    this.#breakers.claimed(d.endpointId);
+    const probe = this.#breakers.claimed(d.endpointId);
     this.#perEndpoint.set(d.endpointId, (this.#perEndpoint.get(d.endpointId) ?? 0) + 1);
     deliveriesInFlight.inc();
     const attempt = this.#attempt(d)
@@ -265,6 +265,7 @@ class Worker implements DeliveryWorker {
         this.#logger.error({ err, deliveryId: d.id }, 'settling a webhook attempt failed');
       })
       .finally(() => {
+        if (probe) this.#breakers.probeEnded(d.endpointId);
         this.#inFlight.delete(d.id);
         const n = (this.#perEndpoint.get(d.endpointId) ?? 1) - 1;
         if (n > 0) this.#perEndpoint.set(d.endpointId, n);
