@@ -81,7 +81,7 @@ export class WebhookSender {
     if (url.username || url.password) {
       // Credentials in the URL (https://user:pass@host/…) become HTTP Basic authentication, as
       // Svix does; undici would drop them. An Authorization among the custom headers wins.
-      const credentials = `${decodeURIComponent(url.username)}:${decodeURIComponent(url.password)}`;
+      const credentials = `${decodeUserinfo(url.username)}:${decodeUserinfo(url.password)}`;
       if (!Object.keys(headers).some((h) => h.toLowerCase() === 'authorization'))
         headers = { ...headers, authorization: `Basic ${Buffer.from(credentials).toString('base64')}` };
       url.username = '';
@@ -131,6 +131,19 @@ export class WebhookSender {
 
   async close(): Promise<void> {
     await this.#agent.destroy().catch(() => {});
+  }
+}
+
+/**
+ * A URL's username or password as sent: percent-decoded, a malformed escape ("%ZZ", which the
+ * URL parser keeps) as written. decodeURIComponent would throw, out of send(): the delivery then
+ * came back with each lease, for ever, with no attempt recorded.
+ */
+function decodeUserinfo(part: string): string {
+  try {
+    return decodeURIComponent(part);
+  } catch {
+    return part;
   }
 }
 
