@@ -7,6 +7,11 @@ export interface InboundSettings {
   readonly httpAddress: string;
   /** Largest body a source accepts unless it sets its own (413 beyond). */
   readonly maxBodyBytes: number;
+  /**
+   * The most any source may set: (MAX_MESSAGE_BYTES − 64 KiB) / 2, so that a consumed event — its
+   * body and the same body as JSON text, plus headers — always fits one gRPC message.
+   */
+  readonly maxSourceBodyBytes: number;
   /** Timestamp skew accepted both ways, for schemes with a timestamp, unless the source sets its own. */
   readonly toleranceSeconds: number;
   /** Requests per second per source unless it sets its own (429 beyond), with a burst of twice that. */
@@ -101,11 +106,20 @@ export function loadWebhooksConfig(env: Env): WebhooksConfig {
   if (retryScheduleMs.some((ms) => !Number.isFinite(ms) || ms < 0))
     r.problem(`WEBHOOKS_RETRY_SCHEDULE must be seconds separated by commas, got "${schedule.join(',')}"`);
   const concurrency = r.int('WEBHOOKS_DELIVERY_CONCURRENCY', 256, { min: 1, max: 10_000 });
+  const maxSourceBodyBytes = Math.floor((base.maxMessageBytes - 64 * 1024) / 2);
+  const maxBodyBytes = r.int('WEBHOOKS_MAX_BODY_BYTES', Math.min(1024 * 1024, maxSourceBodyBytes), {
+    min: 1024,
+  });
+  if (maxBodyBytes > maxSourceBodyBytes)
+    r.problem(
+      `WEBHOOKS_MAX_BODY_BYTES (${maxBodyBytes}) must not exceed (MAX_MESSAGE_BYTES − 64 KiB) / 2 = ${maxSourceBodyBytes}, so that a consumed event fits one gRPC message; raise MAX_MESSAGE_BYTES (and the consumers' receive limit) first`,
+    );
   const config: WebhooksConfig = {
     ...base,
     inbound: {
       httpAddress,
-      maxBodyBytes: r.int('WEBHOOKS_MAX_BODY_BYTES', 1024 * 1024, { min: 1024, max: 64 * 1024 * 1024 }),
+      maxBodyBytes,
+      maxSourceBodyBytes,
       toleranceSeconds: r.int('WEBHOOKS_TOLERANCE_SECONDS', 300, { min: 1, max: 86_400 }),
       ratePerSecond: r.int('WEBHOOKS_SOURCE_RATE_PER_SECOND', 1000, { min: 1 }),
       retentionMs: r.int('WEBHOOKS_INBOX_RETENTION_HOURS', 168, { min: 1 }) * HOUR_MS,

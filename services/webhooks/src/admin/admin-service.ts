@@ -38,7 +38,7 @@ export function createWebhooksService(
     draining: deps.draining,
   });
   return {
-    ...sourceHandlers({ db: deps.db }),
+    ...sourceHandlers({ db: deps.db, maxBodyBytes: deps.config.inbound.maxSourceBodyBytes }),
     ...endpointHandlers({
       db: deps.db,
       pool: deps.pool,

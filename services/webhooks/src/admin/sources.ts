@@ -52,7 +52,6 @@ export function kindOf(text: string | null | undefined): webhooks.SourceKind {
 export const SOURCE_NAME = /^[a-z0-9][a-z0-9_-]{0,62}$/;
 const MAX_TOLERANCE_SECONDS = 86_400;
 const MIN_BODY_BYTES = 1024;
-const MAX_BODY_BYTES = 64 * 1024 * 1024;
 const MAX_RATE = 1_000_000;
 const MAX_KEEP_HEADERS = 50;
 const MAX_SECRET_LENGTH = 1024;
@@ -224,9 +223,11 @@ const withoutUndefined = <T extends object>(o: T): T =>
 
 export interface SourceHandlersDeps {
   readonly db: Database;
+  /** The largest max_body_bytes a source may set (InboundSettings.maxSourceBodyBytes). */
+  readonly maxBodyBytes: number;
 }
 
-export function sourceHandlers({ db }: SourceHandlersDeps) {
+export function sourceHandlers({ db, maxBodyBytes: MAX_BODY_BYTES }: SourceHandlersDeps) {
   async function getRow(context: Context, id: string): Promise<Record<string, string | null>> {
     const [result] = await db.run(scopeOf(context, true), [
       compile(sql`select ${COLUMNS} from sluice_webhooks.sources where id = ${id}::uuid`),
