@@ -4,20 +4,21 @@ import { loadLauncherConfig } from '../src/config';
 
 describe('SLUICE_SERVICES', () => {
   it('runs every service by default, in start order', () => {
-    expect(loadLauncherConfig({}, '/app').services).toEqual(['data', 'events']);
+    expect(loadLauncherConfig({}, '/app').services).toEqual(['data', 'events', 'webhooks']);
   });
 
   it('chooses services (one Fly process group each), in start order whatever the list order', () => {
     expect(loadLauncherConfig({ SLUICE_SERVICES: 'events' }, '/app').services).toEqual(['events']);
-    expect(loadLauncherConfig({ SLUICE_SERVICES: ' events , data ' }, '/app').services).toEqual([
+    expect(loadLauncherConfig({ SLUICE_SERVICES: ' webhooks, events , data ' }, '/app').services).toEqual([
       'data',
       'events',
+      'webhooks',
     ]);
   });
 
   it('refuses unknown names and an empty choice', () => {
-    expect(() => loadLauncherConfig({ SLUICE_SERVICES: 'data,webhooks' }, '/app')).toThrow(
-      /SLUICE_SERVICES must list services among data, events, got "webhooks"/,
+    expect(() => loadLauncherConfig({ SLUICE_SERVICES: 'data,webhook' }, '/app')).toThrow(
+      /SLUICE_SERVICES must list services among data, events, webhooks, got "webhook"/,
     );
     expect(() => loadLauncherConfig({ SLUICE_SERVICES: ',' }, '/app')).toThrow(ConfigError);
   });

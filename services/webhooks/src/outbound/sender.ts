@@ -188,7 +188,7 @@ function classifyError(error: unknown, timedOut: boolean): Omit<AttemptResult, '
 function findBlocked(error: unknown): BlockedAddressError | undefined {
   for (let e = error, depth = 0; e && depth < 5; depth++) {
     if (e instanceof BlockedAddressError) return e;
-    if ((e as { code?: unknown }).code === 'SLUICE_WEBHOOK_BLOCKED') return e as BlockedAddressError;
+    if ((e as { code?: unknown }).code === 'ERR_WEBHOOK_ADDRESS_BLOCKED') return e as BlockedAddressError;
     e = (e as { cause?: unknown }).cause;
   }
   return undefined;

@@ -23,7 +23,7 @@ import { buildConnector } from 'undici';
 
 /** Refused by the guard: the delivery fails at once (outcome 'blocked'), retrying cannot help. */
 export class BlockedAddressError extends Error {
-  readonly code = 'SLUICE_WEBHOOK_BLOCKED';
+  readonly code = 'ERR_WEBHOOK_ADDRESS_BLOCKED';
   constructor(message: string) {
     super(message);
     this.name = 'BlockedAddressError';
