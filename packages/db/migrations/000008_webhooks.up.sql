@@ -146,6 +146,9 @@ create table sluice_webhooks.messages (
   event_type text not null check (event_type ~ '^[A-Za-z0-9][A-Za-z0-9._:-]{0,254}$'),
   -- The `data` of the body ({"type", "timestamp", "data"}).
   payload jsonb not null,
+  -- The payload's size as text: a delivery claim reads bodies up to a budget of bytes, and
+  -- jsonb has no cheap size (pg_column_size is the compressed one).
+  payload_bytes integer generated always as (octet_length(payload::text)) stored,
   idempotency_key text check (length(idempotency_key) <= 255),
   ordering_key text,
   -- Row-change messages are per endpoint (the payload is what its owner may see) and carry the

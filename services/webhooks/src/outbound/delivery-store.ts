@@ -34,7 +34,17 @@ export interface ClaimedDelivery {
   readonly traceparent: string | null;
   /** The message's created_at, ms since the epoch (delivery lag). */
   readonly messageCreatedMs: number;
+  /** The payload's size as text (messages.payload_bytes): what it counts against MAX_CLAIM_BYTES. */
+  readonly payloadBytes: number;
 }
+
+/**
+ * Payload bytes one claim reads at most (always one delivery at least): a backlog of large
+ * messages — row changes have no size limit, published ones up to 1 MiB — would otherwise come
+ * back in one result of up to CLAIM_BATCH (256) bodies, GBs in memory at once (and again after
+ * the crash, from the same backlog).
+ */
+export const MAX_CLAIM_BYTES = 8 * 1024 * 1024;
 
 export interface ClaimOptions {
   /** Most deliveries to claim. */
@@ -56,11 +66,13 @@ export interface ClaimOptions {
 // Deliveries of disabled endpoints stay pending, unclaimed, until the endpoint is enabled again.
 // Candidates are ordered by next_attempt_at alone, the order of deliveries_due_idx, so the scan
 // stops at the limit (a tie-break on id would sort every row of a big group queued at one time).
+// The picks stop once MAX_CLAIM_BYTES of payloads are taken (messages.payload_bytes, summed in
+// the same order; the first is always taken).
 // Rows of excluded or disabled endpoints are still read and skipped: a large backlog of them
 // makes each claim slower (about 20 ms per 100,000 rows here).
 const CLAIM_SQL = `
 with candidates as (
-  select d.id, d.endpoint_id, d.next_attempt_at
+  select d.id, d.endpoint_id, d.message_id, d.next_attempt_at
     from sluice_webhooks.deliveries d
     join sluice_webhooks.endpoints e on e.id = d.endpoint_id and e.enabled
    where d.status = 'pending' and d.next_attempt_at <= now()
@@ -72,15 +84,20 @@ with candidates as (
    order by d.next_attempt_at
    limit $2
 ), ranked as (
-  select c.id, c.next_attempt_at,
+  select c.id, c.message_id, c.next_attempt_at,
          row_number() over (partition by c.endpoint_id order by c.next_attempt_at, c.id) as rn,
          coalesce(l.remaining, $3::int) as cap
     from candidates c
     left join unnest($4::uuid[], $5::int[]) as l(endpoint_id, remaining) on l.endpoint_id = c.endpoint_id
+), sized as (
+  select r.id, r.next_attempt_at,
+         sum(m.payload_bytes) over (order by r.next_attempt_at, r.id) - m.payload_bytes as bytes_before
+    from ranked r join sluice_webhooks.messages m on m.id = r.message_id
+   where r.rn <= r.cap
 ), picked as (
   select d.id
     from sluice_webhooks.deliveries d
-   where d.id in (select r.id from ranked r where r.rn <= r.cap order by r.next_attempt_at, r.id limit $6)
+   where d.id in (select s.id from sized s where s.bytes_before < $8 order by s.next_attempt_at, s.id limit $6)
      and d.status = 'pending' and d.next_attempt_at <= now()
    for no key update of d skip locked
 )
@@ -100,7 +117,7 @@ returning d.id, d.message_id, d.endpoint_id, d.tenant_id, d.attempts, d.lease_to
             || ',"timestamp":' || to_json(to_char(m.created_at at time zone 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"'))::text
             || ',"data":' || m.payload::text || '}' as body,
           m.traceparent,
-          (extract(epoch from m.created_at) * 1000)::bigint as created_ms`;
+          (extract(epoch from m.created_at) * 1000)::bigint as created_ms, m.payload_bytes`;
 
 interface ClaimRow {
   id: string;
@@ -118,6 +135,7 @@ interface ClaimRow {
   body: string;
   traceparent: string | null;
   created_ms: string;
+  payload_bytes: string | number;
 }
 
 const bool = (v: string | boolean) => v === true || v === 't' || v === 'true';
@@ -153,6 +171,7 @@ export async function claimDeliveries(pool: pg.Pool, options: ClaimOptions): Pro
       limitedCaps,
       options.limit,
       Math.round(options.leaseMs),
+      MAX_CLAIM_BYTES,
     ],
   });
   return rows.map((r) => ({
@@ -171,6 +190,7 @@ export async function claimDeliveries(pool: pg.Pool, options: ClaimOptions): Pro
     body: r.body,
     traceparent: r.traceparent,
     messageCreatedMs: Number(r.created_ms),
+    payloadBytes: Number(r.payload_bytes),
   }));
 }
 

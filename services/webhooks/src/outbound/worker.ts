@@ -8,6 +8,7 @@ import { messageId } from '../ids';
 import {
   type ClaimedDelivery,
   claimDeliveries,
+  MAX_CLAIM_BYTES,
   type Settled,
   type SucceededAttempt,
   settleFailure,
@@ -121,6 +122,12 @@ class Worker implements DeliveryWorker {
   #wakeUp: (() => void) | undefined;
   /** The last claim was cut short by capacity: more may be due. */
   #moreDue = false;
+  /**
+   * Endpoints that took all a claim let them: more of theirs may be due, so one of their
+   * attempts ending is a reason to claim (without it, an endpoint's backlog went out
+   * concurrencyPerEndpoint per poll interval, however fast it answered).
+   */
+  readonly #saturated = new Set<string>();
   /** Successes waiting to be settled together (settleSuccesses), and the batches running. */
   #successes: { attempt: SucceededAttempt; done: (settled: Settled) => void; fail: (e: unknown) => void }[] =
     [];
@@ -250,9 +257,15 @@ class Worker implements DeliveryWorker {
       limited,
       perEndpoint: concurrencyPerEndpoint,
     });
-    this.#moreDue = claimed.length === limit;
+    // Cut short by its count or by MAX_CLAIM_BYTES: more may be due right away.
+    const bytes = claimed.reduce((n, d) => n + d.payloadBytes, 0);
+    this.#moreDue = claimed.length === limit || bytes >= MAX_CLAIM_BYTES;
+    const taken = new Map<string, number>();
+    for (const d of claimed) taken.set(d.endpointId, (taken.get(d.endpointId) ?? 0) + 1);
+    for (const [endpoint, n] of taken)
+      if (n >= (limited.get(endpoint) ?? concurrencyPerEndpoint)) this.#saturated.add(endpoint);
     for (const d of claimed) this.#start(d);
-    return claimed.length === limit && free - claimed.length > 0;
+    return this.#moreDue && free - claimed.length > 0;
   }
 
   #start(d: ClaimedDelivery): void {
@@ -271,8 +284,10 @@ class Worker implements DeliveryWorker {
         if (n > 0) this.#perEndpoint.set(d.endpointId, n);
         else this.#perEndpoint.delete(d.endpointId);
         deliveriesInFlight.dec();
-        // Room again: claim if more was due than we could take, or the next of a FIFO key waits.
-        if (!this.#closed && (this.#moreDue || d.fifo)) this.#wake();
+        // Room again: claim if more was due than we could take (in all, or of this endpoint), or
+        // the next of a FIFO key waits. The next claim marks the endpoint again if still so.
+        const saturated = this.#saturated.delete(d.endpointId);
+        if (!this.#closed && (this.#moreDue || saturated || d.fifo)) this.#wake();
       });
     this.#inFlight.set(d.id, attempt);
   }
