@@ -19,6 +19,12 @@ export interface ClaimedDelivery {
   readonly attempt: number;
   /** Settling needs it: a worker whose lease ran out settles nothing. */
   readonly leaseToken: string;
+  /**
+   * The lease's end as claimed (next_attempt_at, µs since the epoch): settling needs it too.
+   * ReplayMessage makes a delivery due now without touching the token (its role may not); an
+   * attempt in flight must not then settle it, or the replay is lost.
+   */
+  readonly leaseUntil: string;
   readonly url: string;
   /** The endpoint's custom headers. */
   readonly headers: Readonly<Record<string, string>>;
@@ -70,6 +76,10 @@ export interface ClaimOptions {
 // the same order; the first is always taken).
 // Rows of excluded or disabled endpoints are still read and skipped: a large backlog of them
 // makes each claim slower (about 20 ms per 100,000 rows here).
+/** A delivery's next_attempt_at in µs since the epoch, exactly (extract gives a numeric). */
+const LEASE_UNTIL = (alias: string) =>
+  `(extract(epoch from ${alias}.next_attempt_at) * 1000000)::bigint::text`;
+
 const CLAIM_SQL = `
 with candidates as (
   select d.id, d.endpoint_id, d.message_id, d.next_attempt_at
@@ -108,7 +118,8 @@ update sluice_webhooks.deliveries d
        updated_at = now()
   from picked p, sluice_webhooks.endpoints e, sluice_webhooks.messages m
  where d.id = p.id and e.id = d.endpoint_id and m.id = d.message_id
-returning d.id, d.message_id, d.endpoint_id, d.tenant_id, d.attempts, d.lease_token, d.fifo_key is not null as fifo,
+returning d.id, d.message_id, d.endpoint_id, d.tenant_id, d.attempts, d.lease_token,
+          ${LEASE_UNTIL('d')} as lease_until, d.fifo_key is not null as fifo,
           e.url, e.headers::text as headers, e.send_traceparent, (extract(epoch from e.failing_since) * 1000)::bigint as failing_since_ms,
           (select coalesce(json_agg(s.secret order by s.id desc), '[]')::text
              from sluice_webhooks.secrets s
@@ -126,6 +137,7 @@ interface ClaimRow {
   tenant_id: string | null;
   attempts: string;
   lease_token: string;
+  lease_until: string;
   fifo: string | boolean;
   url: string;
   headers: string;
@@ -181,6 +193,7 @@ export async function claimDeliveries(pool: pg.Pool, options: ClaimOptions): Pro
     tenantId: r.tenant_id,
     attempt: Number(r.attempts),
     leaseToken: r.lease_token,
+    leaseUntil: String(r.lease_until),
     url: r.url,
     headers: stringMap(r.headers),
     fifo: bool(r.fifo),
@@ -234,8 +247,8 @@ const ISO = (column: string) => `to_char(${column} at time zone 'UTC', 'YYYY-MM-
 // Successes settled by one statement, the common case at volume: one round trip and one commit
 // (one WAL flush) per batch instead of one each. Each attempt is recorded whatever the lease
 // says (it happened) unless the delivery is gone (its message was deleted); a delivery is
-// settled only while the lease is still ours. Endpoints that were failing are failing no more,
-// and the ones whose failing was reported (an endpoint.failing event for that period) get an
+// settled only while the lease is still ours (its token, and its end: a replay moves it).
+// Endpoints that were failing are failing no more, and the ones whose failing was reported (an endpoint.failing event for that period) get an
 // endpoint.recovered event in the same commit (an endpoint row held by a failure right now is
 // skipped: see FAIL_SQL). Delivery rows are locked in id order, so two batches never wait on
 // each other in a cycle. Locks are
@@ -245,12 +258,12 @@ const ISO = (column: string) => `to_char(${column} at time zone 'UTC', 'YYYY-MM-
 const SUCCEED_MANY_SQL = `
 with input as (
   select * from unnest($1::bigint[], $2::uuid[], $3::uuid[], $4::uuid[], $5::int[], $6::timestamptz[],
-                       $7::int[], $8::int[], $9::text[], $10::text[], $11::text[], $12::uuid[])
+                       $7::int[], $8::int[], $9::text[], $10::text[], $11::text[], $12::uuid[], $13::text[])
     as t(delivery_id, message_id, endpoint_id, tenant_id, attempt, started_at, duration_ms,
-         status_code, outcome, error, response_body, lease_token)
+         status_code, outcome, error, response_body, lease_token, lease_until)
 ), locked as (
   select d.id, d.endpoint_id from sluice_webhooks.deliveries d join input i on i.delivery_id = d.id
-   where d.lease_token = i.lease_token and d.status = 'pending'
+   where d.lease_token = i.lease_token and d.status = 'pending' and ${LEASE_UNTIL('d')} = i.lease_until
    order by d.id for no key update of d
 ), settled as (
   update sluice_webhooks.deliveries d
@@ -296,9 +309,13 @@ export async function settleSuccesses(
   pool: pg.Pool,
   attempts: readonly SucceededAttempt[],
 ): Promise<{ settled: Set<string>; events: OperationalEvent[] }> {
-  const columns: unknown[][] = Array.from({ length: 12 }, () => []);
+  const columns: unknown[][] = Array.from({ length: 13 }, () => []);
   for (const a of attempts) {
-    const values = [...attemptValues(a.delivery, a.startedAt, a.result), a.delivery.leaseToken];
+    const values = [
+      ...attemptValues(a.delivery, a.startedAt, a.result),
+      a.delivery.leaseToken,
+      a.delivery.leaseUntil,
+    ];
     values.forEach((v, i) => {
       (columns[i] as unknown[]).push(v);
     });
@@ -348,6 +365,7 @@ with settled as (
      set status = $13, next_attempt_at = now() + $14::bigint * interval '1 millisecond',
          lease_token = null, updated_at = now()
    where id = $1 and lease_token = $12 and status = 'pending'
+     and ${LEASE_UNTIL('sluice_webhooks.deliveries')} = $15
   returning id
 ), recorded as (
   insert into sluice_webhooks.attempts ${ATTEMPT_COLUMNS}
@@ -398,6 +416,7 @@ export async function settleFailure(
     d.leaseToken,
     failed ? 'failed' : 'pending',
     decision.retryInMs ?? 0,
+    d.leaseUntil,
   ];
   if (!failed && !decision.gone && !decision.reportFailing && !decision.checkDisable) {
     const { rows } = await pool.query<{ settled: string | number }>({
