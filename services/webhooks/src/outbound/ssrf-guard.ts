@@ -14,7 +14,8 @@ import { buildConnector } from 'undici';
  * 3. The address actually connected (socket.remoteAddress) is checked again before a byte of
  *    the request is written: a backstop for any path the first two miss.
  * IPv4-mapped (::ffff:a.b.c.d) and IPv4-compatible forms are checked as the IPv4 address they
- * carry; NAT64, 6to4 and Teredo prefixes are refused whole (they reach IPv4 hosts we cannot see).
+ * carry; IPv4-translated (::ffff:0:a.b.c.d), NAT64, 6to4 and Teredo prefixes are refused whole (they
+ * reach IPv4 hosts we cannot see).
  *
  * `allowedHosts` (WEBHOOKS_ALLOWED_HOSTS) lets local development and tests through: an entry is an
  * IP, a CIDR block or a host name, each optionally with :port. A name entry allows whatever the
@@ -50,6 +51,7 @@ const BLOCKED_V4: readonly [string, number][] = [
 
 const BLOCKED_V6: readonly [string, number][] = [
   ['::', 96], // unspecified, loopback, IPv4-compatible (deprecated)
+  ['::ffff:0:0:0', 96], // IPv4-translated (SIIT, RFC 2765): a translator carries it to the IPv4 address
   ['64:ff9b::', 96], // NAT64
   ['64:ff9b:1::', 48], // local-use NAT64
   ['100::', 64], // discard
