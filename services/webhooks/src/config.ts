@@ -31,6 +31,9 @@ export interface ConsumerSettings {
   readonly heartbeatMs: number;
   /** How often a stream with nothing in flight looks for new events besides the LISTEN wake-up. */
   readonly pollIntervalMs: number;
+  /** Open Consume streams per identity (role + sub; service_role: the total only) and in total. */
+  readonly streamsPerIdentity: number;
+  readonly streams: number;
 }
 
 /** Outbound deliveries. */
@@ -131,6 +134,8 @@ export function loadWebhooksConfig(env: Env): WebhooksConfig {
       defaultMaxInFlight: r.int('WEBHOOKS_CONSUMER_MAX_IN_FLIGHT', 100, { min: 1, max: 1000 }),
       heartbeatMs: r.int('WEBHOOKS_HEARTBEAT_MS', 10_000, { min: 100 }),
       pollIntervalMs: r.int('WEBHOOKS_CONSUMER_POLL_INTERVAL_MS', 1000, { min: 10 }),
+      streamsPerIdentity: r.int('WEBHOOKS_MAX_CONSUME_STREAMS_PER_IDENTITY', 32, { min: 1 }),
+      streams: r.int('WEBHOOKS_MAX_CONSUME_STREAMS', 1000, { min: 1 }),
     },
     outbound: {
       retryScheduleMs,

@@ -1,3 +1,4 @@
+import { ConcurrencyLimit } from '@sluice/core';
 import type { Database, SchemaCatalog } from '@sluice/db';
 import type { AuthenticatedContext } from '@sluice/grpc';
 import type { webhooks } from '@sluice/proto';
@@ -54,6 +55,13 @@ export function createWebhooksService(
       draining: deps.draining,
       wakeup,
       typedChange,
+      // service_role (trusted backends) is bounded by the total only, as for event subscribers.
+      streams: new ConcurrencyLimit({
+        kind: 'consume streams',
+        perIdentity: Math.min(deps.config.consumers.streamsPerIdentity, deps.config.consumers.streams),
+        total: deps.config.consumers.streams,
+        uncappedRoles: ['service_role'],
+      }),
     }),
   };
 }

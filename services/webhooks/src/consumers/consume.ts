@@ -1,4 +1,4 @@
-import { abortError, invalidArgument, Reason, SluiceError } from '@sluice/core';
+import { abortError, type ConcurrencyLimit, invalidArgument, Reason, SluiceError } from '@sluice/core';
 import {
   compile,
   type Database,
@@ -32,6 +32,8 @@ export interface ConsumerDeps {
   readonly logger: Logger;
   readonly draining: AbortSignal;
   readonly wakeup: ConsumerWakeup;
+  /** Open Consume streams per identity and in total (RESOURCE_EXHAUSTED beyond). */
+  readonly streams: ConcurrencyLimit;
   /** The typed change of a supabase-database body (inbound/supabase-change.ts); throws when it does not fit. */
   readonly typedChange?: (catalog: SchemaCatalog, body: Buffer) => webhooks.TypedChange;
 }
@@ -316,6 +318,7 @@ export function consumerHandlers(deps: ConsumerDeps) {
         if (!SOURCE_NAME.test(s))
           throw invalidArgument(Reason.invalidValue, `sources[${i}]`, 'not a source name');
       });
+      using _stream = deps.streams.acquire(context.identity);
       const maxInFlight = req.maxInFlight || settings.defaultMaxInFlight;
       const ackTimeoutSeconds = req.ackTimeoutSeconds || settings.defaultAckTimeoutSeconds;
       const { signal } = context.sluice;
