@@ -75,7 +75,53 @@ const MAX_ENDPOINT_FAILING_MS = 30_000;
 const QUARANTINE_MS = 10 * 60_000;
 
 const CLOSE_GRACE_MS = 5_000;
+/** Feed batches kept for the fan-out (see OfferedBatches): at most this many, and changes in all. */
 const OFFERED_BATCHES = 64;
+const OFFERED_CHANGES = 4_000;
+
+/**
+ * The feed's batches kept for the fan-out to take instead of reading the log again, by the
+ * position they start after: the newest, at most `maxBatches` and `maxChanges` changes in all
+ * (the newest batch always). Bounded by changes, not only batches: an instance whose fan-out
+ * another holds never takes any, and 64 full feed batches were 64,000 rows (each with its old
+ * version) held for nothing, for as long as it ran.
+ */
+export class OfferedBatches {
+  readonly #batches = new Map<string, ChangeBatch>();
+  #changes = 0;
+
+  constructor(
+    private readonly maxBatches = OFFERED_BATCHES,
+    private readonly maxChanges = OFFERED_CHANGES,
+  ) {}
+
+  offer(after: string, batch: ChangeBatch): void {
+    this.take(after);
+    this.#batches.set(after, batch);
+    this.#changes += batch.changes.length;
+    for (const [key, old] of this.#batches) {
+      if (this.#batches.size <= 1) break;
+      if (this.#batches.size <= this.maxBatches && this.#changes <= this.maxChanges) break;
+      this.#batches.delete(key);
+      this.#changes -= old.changes.length;
+    }
+  }
+
+  /** The batch that starts after `after`, removed; undefined when none is kept. */
+  take(after: string): ChangeBatch | undefined {
+    const batch = this.#batches.get(after);
+    if (batch) {
+      this.#batches.delete(after);
+      this.#changes -= batch.changes.length;
+    }
+    return batch;
+  }
+
+  /** Changes held now. */
+  get changes(): number {
+    return this.#changes;
+  }
+}
 
 const LOCK_SQL = 'select position from sluice_webhooks.fanout where singleton for update skip locked';
 
@@ -158,7 +204,7 @@ class FanoutLoop {
   /** Endpoint id -> failed attempts at the batch after `position`, since when. */
   #failures = new Map<string, { position: string; count: number; since: number }>();
   /** Batches the feed read, by the position they start after (see offer). */
-  #offered = new Map<string, ChangeBatch>();
+  readonly #offered = new OfferedBatches();
   /** Whether the batch in hand came from the feed (for the debug line). */
   #fromFeed = false;
   /** Endpoint id -> until when its own failures are skipped at once (see #noteFailures). */
@@ -179,13 +225,9 @@ class FanoutLoop {
     return since === undefined ? 0 : Math.max(0, now - since) / 1000;
   }
 
-  /** A batch the feed read after `after` ("window:id"); the latest OFFERED_BATCHES are kept. */
+  /** A batch the feed read after `after` ("window:id"); the newest are kept (OfferedBatches). */
   offer(after: string, batch: ChangeBatch): void {
-    this.#offered.set(after, batch);
-    for (const key of this.#offered.keys()) {
-      if (this.#offered.size <= OFFERED_BATCHES) break;
-      this.#offered.delete(key);
-    }
+    this.#offered.offer(after, batch);
   }
 
   wake(): void {
@@ -249,8 +291,7 @@ class FanoutLoop {
       let changes: readonly Change[];
       let until: Position;
       try {
-        const offered = this.#offered.get(row.position);
-        this.#offered.delete(row.position);
+        const offered = this.#offered.take(row.position);
         this.#fromFeed = offered !== undefined;
         const batch =
           offered ??
