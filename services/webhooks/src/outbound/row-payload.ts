@@ -17,7 +17,10 @@ import type { Wanted } from './fanout-match';
  * sends), so values keep their exact digits and text: nothing is parsed and printed again in
  * JavaScript. What the endpoint's owner may see:
  * - `record` (INSERT, UPDATE): the columns the owner may SELECT (column privileges), every one
- *   of them present (a json column that was SQL NULL, which the log leaves out, is null);
+ *   of them present (a json column that was SQL NULL, which the log leaves out, is null). The
+ *   privilege is checked again here, in the writing statement: the compiled selection follows
+ *   the schema catalog, which reloads a moment after a REVOKE, and a change written in that
+ *   moment carried the revoked column;
  * - `old_record`: the old row in full for a service_role owner only; under RLS the old version
  *   is not checked, so an UPDATE carries null and a DELETE the primary key columns only (the
  *   events service's rule: the deleted version passed the RLS check, its key identifies it);
@@ -40,10 +43,11 @@ import type { Wanted } from './fanout-match';
 const INSERT_SQL = `
 with shapes as (
   -- Each distinct payload once (a change fans out to many endpoints that see the same columns).
-  select s.shape, s.change_id, s.position, s.columns, s.full_old
+  select s.shape, s.change_id, s.position, s.columns, s.full_old, s.role
     from rows from (pg_catalog.unnest($1::bigint[]), pg_catalog.unnest($2::text[]),
-                    pg_catalog.unnest($3::jsonb[]), pg_catalog.unnest($4::boolean[]))
-           with ordinality as s(change_id, position, columns, full_old, shape)
+                    pg_catalog.unnest($3::jsonb[]), pg_catalog.unnest($4::boolean[]),
+                    pg_catalog.unnest($7::text[]))
+           with ordinality as s(change_id, position, columns, full_old, role, shape)
 ), payloads as (
   select s.shape, s.position, c.tenant_id as row_tenant, c.trace_id,
          c.schema || '.' || c."table" || ':' || c.pk::text as ordering_key,
@@ -54,7 +58,12 @@ with shapes as (
            'table', c."table",
            'record', case when c.op <> 'DELETE' then
              (select pg_catalog.jsonb_object_agg(k.key, coalesce(c.record -> k.key, 'null'::jsonb))
-                from pg_catalog.jsonb_object_keys(s.columns) as k(key)) end,
+                from pg_catalog.jsonb_object_keys(s.columns) as k(key)
+               where s.role is null or exists (
+                 select 1 from pg_catalog.pg_attribute a
+                  where a.attrelid = pg_catalog.to_regclass(pg_catalog.format('%I.%I', c.schema, c."table"))
+                    and a.attname = k.key and not a.attisdropped
+                    and pg_catalog.has_column_privilege(s.role, a.attrelid, a.attnum, 'SELECT'))) end,
            'old_record', case
              when c.op = 'INSERT' then null
              when s.full_old then
@@ -104,17 +113,21 @@ export async function insertRowMessages(client: pg.ClientBase, wanted: readonly 
   const positions: string[] = [];
   const columns: string[] = [];
   const fullOld: boolean[] = [];
+  /** The owner's role whose column privileges are checked again; null for service_role. */
+  const roles: (string | null)[] = [];
   const endpoints: string[] = [];
   const shapes: number[] = [];
   for (const w of wanted) {
     const id = w.change.position.id.toString();
-    const key = `${id}|${w.endpoint.bypassesRls ? 's' : 'r'}|${w.selection.columns}`;
+    const role = w.endpoint.bypassesRls ? null : w.endpoint.identity.role;
+    const key = `${id}|${role ?? ''}|${w.selection.columns}`;
     let shape = shapeOf.get(key);
     if (shape === undefined) {
       changeIds.push(id);
       positions.push(formatChangePosition(w.change.position));
       columns.push(w.selection.columns);
       fullOld.push(w.endpoint.bypassesRls);
+      roles.push(role);
       shape = changeIds.length;
       shapeOf.set(key, shape);
     }
@@ -124,7 +137,7 @@ export async function insertRowMessages(client: pg.ClientBase, wanted: readonly 
   // A CLIENT span like the Database's statements, beneath the fan-out's batch span.
   const result = await trackSqlSpan(
     startSqlSpan(INSERT_SQL),
-    client.query(INSERT_SQL, [changeIds, positions, columns, fullOld, endpoints, shapes]),
+    client.query(INSERT_SQL, [changeIds, positions, columns, fullOld, endpoints, shapes, roles]),
   );
   return result.rowCount ?? 0;
 }
