@@ -20,7 +20,8 @@ import type { Wanted } from './fanout-match';
  *   of them present (a json column that was SQL NULL, which the log leaves out, is null). The
  *   privilege is checked again here, in the writing statement: the compiled selection follows
  *   the schema catalog, which reloads a moment after a REVOKE, and a change written in that
- *   moment carried the revoked column;
+ *   moment carried the revoked column (a role dropped meanwhile sees none, rather than failing
+ *   the batch);
  * - `old_record`: the old row in full for a service_role owner only; under RLS the old version
  *   is not checked, so an UPDATE carries null and a DELETE the primary key columns only (the
  *   events service's rule: the deleted version passed the RLS check, its key identifies it);
@@ -63,7 +64,7 @@ with shapes as (
                  select 1 from pg_catalog.pg_attribute a
                   where a.attrelid = pg_catalog.to_regclass(pg_catalog.format('%I.%I', c.schema, c."table"))
                     and a.attname = k.key and not a.attisdropped
-                    and pg_catalog.has_column_privilege(s.role, a.attrelid, a.attnum, 'SELECT'))) end,
+                    and pg_catalog.has_column_privilege(pg_catalog.to_regrole(pg_catalog.quote_ident(s.role)), a.attrelid, a.attnum, 'SELECT'))) end,
            'old_record', case
              when c.op = 'INSERT' then null
              when s.full_old then
