@@ -19,9 +19,12 @@ afterAll(() => {
   for (const child of children) child.kill('SIGKILL');
 });
 
-/** A zombie owned by the user PostgreSQL runs as: a child its parent never waits for. */
+/**
+ * A zombie owned by the user PostgreSQL runs as: a child its parent never waits for. The shell
+ * becomes `sleep 30` (exec) before its background child ends, so nobody reaps that child.
+ */
 async function zombie(): Promise<number> {
-  const script = 'sleep 0 & echo $!; exec sleep 30';
+  const script = 'sleep 2 & echo $!; exec sleep 60';
   const child = isRoot
     ? spawn('runuser', ['-u', 'postgres', '--', 'sh', '-c', script], { stdio: ['ignore', 'pipe', 'inherit'] })
     : spawn('sh', ['-c', script], { stdio: ['ignore', 'pipe', 'inherit'] });
@@ -29,7 +32,7 @@ async function zombie(): Promise<number> {
   const pid = await new Promise<number>((resolve) =>
     child.stdout?.once('data', (chunk: Buffer) => resolve(Number(chunk.toString().trim()))),
   );
-  await waitFor('the child to become a zombie', async () => stateOf(pid) === 'Z', { timeoutMs: 10_000 });
+  await waitFor('the child to become a zombie', async () => stateOf(pid) === 'Z', { timeoutMs: 30_000 });
   return pid;
 }
 
