@@ -16,7 +16,14 @@ const isRoot = process.getuid?.() === 0;
 const children: ChildProcess[] = [];
 
 afterAll(() => {
-  for (const child of children) child.kill('SIGKILL');
+  // The whole group: runuser's child (the sleep the shell became) holds the output pipe.
+  for (const child of children) {
+    try {
+      if (child.pid) process.kill(-child.pid, 'SIGKILL');
+    } catch {
+      // already gone
+    }
+  }
 });
 
 /**
@@ -26,8 +33,11 @@ afterAll(() => {
 async function zombie(): Promise<number> {
   const script = 'sleep 2 & echo $!; exec sleep 60';
   const child = isRoot
-    ? spawn('runuser', ['-u', 'postgres', '--', 'sh', '-c', script], { stdio: ['ignore', 'pipe', 'inherit'] })
-    : spawn('sh', ['-c', script], { stdio: ['ignore', 'pipe', 'inherit'] });
+    ? spawn('runuser', ['-u', 'postgres', '--', 'sh', '-c', script], {
+        stdio: ['ignore', 'pipe', 'inherit'],
+        detached: true,
+      })
+    : spawn('sh', ['-c', script], { stdio: ['ignore', 'pipe', 'inherit'], detached: true });
   children.push(child);
   const pid = await new Promise<number>((resolve) =>
     child.stdout?.once('data', (chunk: Buffer) => resolve(Number(chunk.toString().trim()))),
