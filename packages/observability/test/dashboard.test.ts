@@ -1,8 +1,9 @@
 import { readFileSync } from 'node:fs';
 import { metrics } from '@sluice/observability';
 import { describe, expect, it } from 'vitest';
-// The events service registers its gauges on the process registry when loaded.
+// The events and webhooks services register their metrics on the process registry when loaded.
 import '@sluice/events-service';
+import '@sluice/webhooks-service';
 
 // docs/grafana/sluice-dashboard.json stays importable and true: it parses, its panels query the
 // two data source variables, every metric it charts is one the services register, and its Loki
@@ -64,6 +65,13 @@ describe('Grafana dashboard', () => {
       'log_lines_dropped_total',
       'nodejs_eventloop_lag_p99_seconds',
       'process_resident_memory_bytes',
+      'webhooks_breakers_open',
+      'webhooks_deliveries_total',
+      'webhooks_delivery_lag_seconds',
+      'webhooks_endpoint_events_total',
+      'webhooks_fanout_lag_seconds',
+      'webhooks_inbound_rejected_total',
+      'webhooks_inbound_requests_total',
     ]);
     const missing = [...names].filter((name) => metrics.getSingleMetric(name) === undefined);
     expect(missing).toEqual([]);
