@@ -172,8 +172,13 @@ function stringMap(json: string): Record<string, string> {
 export async function claimDeliveries(pool: pg.Pool, options: ClaimOptions): Promise<ClaimedDelivery[]> {
   const limitedIds = [...options.limited.keys()];
   const limitedCaps = limitedIds.map((id) => options.limited.get(id) as number);
+  // Unnamed on purpose, like every statement here: a named (prepared) statement switches to a
+  // generic plan after five runs, planned once from whatever the statistics said then — for a
+  // queue table that starts empty, seq scans of deliveries and messages kept for the
+  // connection's life (claims went from ~3 ms to 0.2–0.7 s once the tables held 50,000 rows
+  // and autovacuum had not analyzed them yet). An unnamed statement is planned each time from
+  // the tables' current size.
   const { rows } = await pool.query<ClaimRow>({
-    name: 'sluice-webhooks-claim',
     text: CLAIM_SQL,
     values: [
       options.excluded,
@@ -326,7 +331,6 @@ export async function settleSuccesses(
     tenant_id: string | null;
     body: string | null;
   }>({
-    name: 'sluice-webhooks-succeed-many',
     text: SUCCEED_MANY_SQL,
     values: columns,
   });
@@ -420,7 +424,6 @@ export async function settleFailure(
   ];
   if (!failed && !decision.gone && !decision.reportFailing && !decision.checkDisable) {
     const { rows } = await pool.query<{ settled: string | number }>({
-      name: 'sluice-webhooks-fail',
       text: FAIL_SQL,
       values,
     });
