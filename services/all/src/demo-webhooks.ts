@@ -9,7 +9,8 @@ import { localSecret } from './local-secrets';
 
 /**
  * The webhooks demo of `npm start` on the embedded database: an inbound source "demo"
- * (Standard Webhooks) to post to, and an outbound endpoint owned by alice (admin of Acme) that
+ * (Standard Webhooks) to post to and a consumer "demo" that keeps what arrives for
+ * examples/webhooks-consume.ts, and an outbound endpoint owned by alice (admin of Acme) that
  * receives Acme's post changes and every published message, pointing at a small receiver in
  * this process that verifies each request's signature and prints it. Local development only.
  */
@@ -80,6 +81,14 @@ async function ensureDemoRows(
        returning id`,
     );
     const sourceId = source.rows[0]?.id;
+    // The consumer examples/webhooks-consume.ts reads as (service_role, every source), made now
+    // so that a webhook posted before the example first runs is kept for it (a consumer created
+    // later starts after what was already received).
+    await client.query(
+      `insert into sluice_webhooks.consumers (tenant_id, name, sources)
+       select null, 'demo', '{}' where not exists (
+         select 1 from sluice_webhooks.consumers where tenant_id is null and name = 'demo')`,
+    );
     await client.query('delete from sluice_webhooks.secrets where source_id = $1', [sourceId]);
     await client.query('insert into sluice_webhooks.secrets (source_id, secret) values ($1, $2)', [
       sourceId,
