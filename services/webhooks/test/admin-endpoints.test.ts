@@ -1,8 +1,14 @@
 import { Operator, webhooks } from '@sluice/proto';
-import { ClientError, Status } from 'nice-grpc';
-import { BadRequest, RichClientError } from 'nice-grpc-error-details';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { ACME, GLOBEX, startWebhooksStack, USERS, type WebhooksClient, type WebhooksStack } from './helpers';
+import {
+  ACME,
+  GLOBEX,
+  rejection,
+  startWebhooksStack,
+  USERS,
+  type WebhooksClient,
+  type WebhooksStack,
+} from './helpers';
 
 let stack: WebhooksStack;
 let service: WebhooksClient;
@@ -23,20 +29,6 @@ beforeAll(async () => {
 afterAll(async () => {
   await stack?.close();
 });
-
-async function rejection(call: Promise<unknown>): Promise<{ code: string; fields: string[] }> {
-  const error = await call.then(
-    () => undefined,
-    (e: unknown) => e,
-  );
-  expect(error, 'the call should have failed').toBeInstanceOf(ClientError);
-  const extra = error instanceof RichClientError ? error.extra : [];
-  const bad = extra.find((d) => d.$type === BadRequest.$type) as BadRequest | undefined;
-  return {
-    code: Status[(error as ClientError).code],
-    fields: bad?.fieldViolations.map((v) => v.field) ?? [],
-  };
-}
 
 const endpoint = (url: string, extra: Partial<webhooks.Endpoint> = {}): webhooks.CreateEndpointRequest =>
   ({ endpoint: { url, eventTypes: ['*'], ...extra } }) as webhooks.CreateEndpointRequest;

@@ -2,10 +2,15 @@ import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { setTimeout as delay } from 'node:timers/promises';
 import { webhooks } from '@sluice/proto';
-import { ClientError, Status } from 'nice-grpc';
-import { BadRequest, RichClientError } from 'nice-grpc-error-details';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { ACME, GLOBEX, startWebhooksStack, type WebhooksClient, type WebhooksStack } from './helpers';
+import {
+  ACME,
+  GLOBEX,
+  rejection,
+  startWebhooksStack,
+  type WebhooksClient,
+  type WebhooksStack,
+} from './helpers';
 
 let stack: WebhooksStack;
 let service: WebhooksClient;
@@ -58,20 +63,6 @@ afterAll(async () => {
   await stack?.close();
   await receiver?.close();
 });
-
-async function rejection(call: Promise<unknown>): Promise<{ code: string; fields: string[] }> {
-  const error = await call.then(
-    () => undefined,
-    (e: unknown) => e,
-  );
-  expect(error, 'the call should have failed').toBeInstanceOf(ClientError);
-  const extra = error instanceof RichClientError ? error.extra : [];
-  const bad = extra.find((d) => d.$type === BadRequest.$type) as BadRequest | undefined;
-  return {
-    code: Status[(error as ClientError).code],
-    fields: bad?.fieldViolations.map((v) => v.field) ?? [],
-  };
-}
 
 async function until<T>(what: string, probe: () => Promise<T | undefined>, timeoutMs = 30_000): Promise<T> {
   const end = Date.now() + timeoutMs;

@@ -1,8 +1,13 @@
 import { webhooks } from '@sluice/proto';
-import { ClientError, Status } from 'nice-grpc';
-import { BadRequest, RichClientError } from 'nice-grpc-error-details';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { ACME, GLOBEX, startWebhooksStack, type WebhooksClient, type WebhooksStack } from './helpers';
+import {
+  ACME,
+  GLOBEX,
+  rejection,
+  startWebhooksStack,
+  type WebhooksClient,
+  type WebhooksStack,
+} from './helpers';
 
 let stack: WebhooksStack;
 let service: WebhooksClient;
@@ -24,20 +29,6 @@ afterAll(async () => {
   await stack?.close();
 });
 
-/** The status and the BadRequest fields of a failed call. */
-async function rejection(call: Promise<unknown>): Promise<{ code: string; fields: string[] }> {
-  const error = await call.then(
-    () => undefined,
-    (e: unknown) => e,
-  );
-  expect(error, 'the call should have failed').toBeInstanceOf(ClientError);
-  const extra = error instanceof RichClientError ? error.extra : [];
-  const bad = extra.find((d) => d.$type === BadRequest.$type) as BadRequest | undefined;
-  return {
-    code: Status[(error as ClientError).code],
-    fields: bad?.fieldViolations.map((v) => v.field) ?? [],
-  };
-}
 
 const source = (name: string, extra: Partial<webhooks.Source> = {}) =>
   ({

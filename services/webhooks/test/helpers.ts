@@ -2,9 +2,18 @@ import { signToken } from '@sluice/auth';
 import { type DataServer, loadDataConfig, startDataServer } from '@sluice/data-service';
 import { data, webhooks } from '@sluice/proto';
 import { ACME, createTestDatabase, GLOBEX, TEST_JWT_SECRET, type TestDatabase, USERS } from '@sluice/testing';
-import { type Channel, type Client, createChannel, createClientFactory, Metadata } from 'nice-grpc';
-import { errorDetailsClientMiddleware } from 'nice-grpc-error-details';
+import {
+  type Channel,
+  type Client,
+  ClientError,
+  createChannel,
+  createClientFactory,
+  Metadata,
+  Status,
+} from 'nice-grpc';
+import { BadRequest, errorDetailsClientMiddleware, RichClientError } from 'nice-grpc-error-details';
 import pg from 'pg';
+import { expect } from 'vitest';
 import { loadWebhooksConfig } from '../src/config';
 import { startWebhooksServer, type WebhooksServer } from '../src/server';
 
@@ -117,5 +126,20 @@ export async function startWebhooksStack(env: Record<string, string> = {}): Prom
       await pool.end();
       await db.drop();
     },
+  };
+}
+
+/** How a call failed: its status name and the fields its BadRequest names (fails the test if it succeeded). */
+export async function rejection(call: Promise<unknown>): Promise<{ code: string; fields: string[] }> {
+  const error = await call.then(
+    () => undefined,
+    (e: unknown) => e,
+  );
+  expect(error, 'the call should have failed').toBeInstanceOf(ClientError);
+  const extra = error instanceof RichClientError ? error.extra : [];
+  const bad = extra.find((d) => d.$type === BadRequest.$type) as BadRequest | undefined;
+  return {
+    code: Status[(error as ClientError).code],
+    fields: bad?.fieldViolations.map((v) => v.field) ?? [],
   };
 }
