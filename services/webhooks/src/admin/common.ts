@@ -1,6 +1,14 @@
 import { invalidArgument, Reason, SluiceError } from '@sluice/core';
-import { formatTimestamp, parseTimestamp, type RequestScope, type StatementResult } from '@sluice/db';
+import {
+  compile,
+  type Database,
+  formatTimestamp,
+  parseTimestamp,
+  type RequestScope,
+  type StatementResult,
+} from '@sluice/db';
 import type { AuthenticatedContext } from '@sluice/grpc';
+import { type RawBuilder, sql } from 'kysely';
 import type { CallContext } from 'nice-grpc';
 import { parseUuid } from '../ids';
 
@@ -143,6 +151,34 @@ export function boundedPage<T>(
     total += bytes(row);
   }
   return { page, more: page.length < rows.length };
+}
+
+/**
+ * One page of a table the caller may see (RLS), oldest first, by the keyset (created_at, id):
+ * `request.limit` rows at most (bounded by MAX_PAGE_BYTES through `bytes`), and the token of
+ * the next page when rows are left. `table` and `columns` are the handler's own SQL, never input.
+ */
+export async function listByCreation(
+  db: Database,
+  context: Context,
+  request: { readonly limit: number; readonly pageToken: string },
+  from: { readonly table: RawBuilder<unknown>; readonly columns: RawBuilder<unknown> },
+  bytes: (row: Record<string, string | null>) => number,
+): Promise<{ page: Record<string, string | null>[]; nextPageToken: string }> {
+  const limit = pageLimit(request.limit);
+  const after = decodeTimeIdToken(request.pageToken);
+  const where = after ? sql`where (created_at, id) > (${after[0]}::timestamptz, ${after[1]}::uuid)` : sql``;
+  const [result] = await db.run(scopeOf(context, true), [
+    compile(
+      sql`select ${from.columns} from ${from.table} ${where} order by created_at, id limit ${limit + 1}`,
+    ),
+  ]);
+  const { page, more } = boundedPage(rowsOf(result), limit, bytes);
+  const last = page[page.length - 1];
+  return {
+    page,
+    nextPageToken: more && last ? encodePageToken([last.created_at ?? '', last.id ?? '']) : '',
+  };
 }
 
 export function pageLimit(limit: number, field = 'limit'): number {

@@ -10,19 +10,16 @@ import type { OutboundSettings } from '../config';
 import { generateSecret, secretKey } from '../secrets';
 import { type ChangeOperation, readTableSelections, type StoredTableSelection } from '../stored-settings';
 import {
-  boundedPage,
   type Context,
   callerTenant,
   checkDescription,
-  decodeTimeIdToken,
-  encodePageToken,
   graceInterval,
   HEADER_NAME,
   HEADER_VALUE,
   invalid,
   isServiceRole,
+  listByCreation,
   notFound,
-  pageLimit,
   rowsOf,
   SERVICE_ROLE,
   scopeOf,
@@ -367,28 +364,15 @@ export function endpointHandlers(deps: EndpointHandlersDeps) {
       req: webhooks.ListEndpointsRequest,
       context: Context,
     ): Promise<webhooks.ListEndpointsResponse> {
-      const limit = pageLimit(req.limit);
-      const after = decodeTimeIdToken(req.pageToken);
-      const where = after
-        ? sql`where (created_at, id) > (${after[0]}::timestamptz, ${after[1]}::uuid)`
-        : sql``;
-      const [result] = await db.run(scopeOf(context, true), [
-        compile(
-          sql`select ${COLUMNS} from sluice_webhooks.endpoints ${where} order by created_at, id limit ${limit + 1}`,
-        ),
-      ]);
-      const rows = rowsOf(result);
-      // An endpoint's headers and filters can reach hundreds of KB each.
-      const { page, more } = boundedPage(
-        rows,
-        limit,
+      const { page, nextPageToken } = await listByCreation(
+        db,
+        context,
+        req,
+        { table: sql`sluice_webhooks.endpoints`, columns: COLUMNS },
+        // An endpoint's headers and filters can reach hundreds of KB each.
         (r) => Buffer.byteLength(r.headers ?? '') + Buffer.byteLength(r.tables ?? ''),
       );
-      const last = page[page.length - 1];
-      return {
-        endpoints: page.map(toEndpoint),
-        nextPageToken: more && last ? encodePageToken([last.created_at ?? '', last.id ?? '']) : '',
-      };
+      return { endpoints: page.map(toEndpoint), nextPageToken };
     },
 
     async updateEndpoint(

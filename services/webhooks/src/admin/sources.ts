@@ -14,13 +14,11 @@ import {
 import {
   type Context,
   checkDescription,
-  decodeTimeIdToken,
-  encodePageToken,
   graceInterval,
   HEADER_NAME,
   invalid,
+  listByCreation,
   notFound,
-  pageLimit,
   rowsOf,
   scopeOf,
   tenantFor,
@@ -294,24 +292,14 @@ export function sourceHandlers({ db, maxBodyBytes: MAX_BODY_BYTES }: SourceHandl
       req: webhooks.ListSourcesRequest,
       context: Context,
     ): Promise<webhooks.ListSourcesResponse> {
-      const limit = pageLimit(req.limit);
-      const after = decodeTimeIdToken(req.pageToken);
-      const where = after
-        ? sql`where (created_at, id) > (${after[0]}::timestamptz, ${after[1]}::uuid)`
-        : sql``;
-      const [result] = await db.run(scopeOf(context, true), [
-        compile(
-          sql`select ${COLUMNS} from sluice_webhooks.sources ${where} order by created_at, id limit ${limit + 1}`,
-        ),
-      ]);
-      const rows = rowsOf(result);
-      const page = rows.slice(0, limit);
-      const last = page[page.length - 1];
-      return {
-        sources: page.map(toSource),
-        nextPageToken:
-          rows.length > limit && last ? encodePageToken([last.created_at ?? '', last.id ?? '']) : '',
-      };
+      const { page, nextPageToken } = await listByCreation(
+        db,
+        context,
+        req,
+        { table: sql`sluice_webhooks.sources`, columns: COLUMNS },
+        (r) => Buffer.byteLength(r.settings ?? '') + Buffer.byteLength(r.description ?? ''),
+      );
+      return { sources: page.map(toSource), nextPageToken };
     },
 
     async updateSource(
