@@ -29,7 +29,6 @@ afterAll(async () => {
   await stack?.close();
 });
 
-
 const source = (name: string, extra: Partial<webhooks.Source> = {}) =>
   ({
     source: { name, kind: webhooks.SourceKind.SOURCE_KIND_STANDARD_WEBHOOKS, ...extra },
