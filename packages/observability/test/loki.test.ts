@@ -154,9 +154,13 @@ describe('Loki shipping', () => {
       stdout: new Capture(),
     });
     const before = await dropped();
+    // 6000 lines at about 5,000 a second (50 every 10 ms): the buffer of 3000 fills in 0.6 s, well
+    // before the 5 s interval, so nothing is dropped only if full batches go out at once. Paced by
+    // the clock, not by event-loop turns, so a loaded machine (gzip and the push taking longer in
+    // turns) does not turn it into a race.
     for (let i = 0; i < 6000; i++) {
       logger.info({ i }, 'steady');
-      if (i % 50 === 49) await new Promise((resolve) => setImmediate(resolve));
+      if (i % 50 === 49) await new Promise((resolve) => setTimeout(resolve, 10));
     }
     // Twice the buffer was written: full batches of 1000 went out without waiting for the interval.
     await flushLogs();
