@@ -68,6 +68,10 @@ const PARTS: Record<string, Part> = {
       serverEnv: {
         ...(env.DB_POOL_MAX ? { DB_POOL_MAX: env.DB_POOL_MAX } : {}),
         ...(env.BENCH_LOG_LEVEL ? { LOG_LEVEL: env.BENCH_LOG_LEVEL } : {}),
+        // Any WEBHOOKS_* setting given to the bench goes to the service (over the bench's own).
+        ...Object.fromEntries(
+          Object.entries(env).filter((e): e is [string, string] => e[0].startsWith('WEBHOOKS_') && !!e[1]),
+        ),
       },
     }),
 };

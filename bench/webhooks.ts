@@ -249,6 +249,10 @@ async function inbound(
 interface Receipt {
   /** Receipt time of the first 2xx answer for this (endpoint, webhook-id). */
   okAt?: number;
+  /** The same on the wall clock (Date.now()), to compare with the message's stored time. */
+  okWallMs?: number;
+  /** The message's created_at (the body's "timestamp"): when the fan-out stored it. */
+  storedMs?: number;
   attempts: number;
   oks: number;
 }
@@ -273,6 +277,7 @@ class Receiver {
     const chunks: Buffer[] = [];
     for await (const chunk of req) chunks.push(chunk as Buffer);
     const now = performance.now();
+    const wallNow = Date.now();
     const endpoint = req.url ?? '';
     const id = String(req.headers['webhook-id'] ?? '');
     let receipts = this.byEndpoint.get(endpoint);
@@ -286,9 +291,14 @@ class Receiver {
       receipts.set(id, receipt);
     }
     receipt.attempts += 1;
-    if (!this.titles.has(id)) {
-      const title = /"title"\s*:\s*"([^"]+)"/.exec(Buffer.concat(chunks).toString('utf8'))?.[1];
-      if (title) this.titles.set(id, title);
+    if (receipt.storedMs === undefined) {
+      const text = Buffer.concat(chunks).toString('utf8');
+      if (!this.titles.has(id)) {
+        const title = /"title"\s*:\s*"([^"]+)"/.exec(text)?.[1];
+        if (title) this.titles.set(id, title);
+      }
+      const stored = /^\{"type":"[^"]*","timestamp":"([^"]+)"/.exec(text)?.[1];
+      if (stored) receipt.storedMs = Date.parse(stored);
     }
     if (Math.random() < this.failureRate) {
       res.writeHead(500).end('induced failure');
@@ -296,6 +306,7 @@ class Receiver {
     }
     receipt.oks += 1;
     receipt.okAt ??= now;
+    receipt.okWallMs ??= wallNow;
     res.writeHead(204).end();
   }
 
@@ -341,7 +352,7 @@ async function outbound(
   const postsPerSecond = options.outboundRate / options.endpoints;
   const writer = new pg.Pool({ connectionString: url, max: 4 });
   writer.on('error', () => {});
-  const committed = new Map<string, { at: number; measured: boolean }>();
+  const committed = new Map<string, { at: number; wallMs: number; measured: boolean }>();
   let writeErrors = 0;
   const totalMs = (options.outboundWarmupSeconds + options.outboundSeconds) * 1000;
   const began = performance.now();
@@ -361,7 +372,7 @@ async function outbound(
           )
           .then(
             () => {
-              committed.set(title, { at: performance.now(), measured });
+              committed.set(title, { at: performance.now(), wallMs: Date.now(), measured });
             },
             () => {
               writeErrors += 1;
@@ -389,6 +400,10 @@ async function outbound(
   // Latency of measured posts, commit → first 2xx, per live endpoint; retried ones separately.
   const latencies: number[] = [];
   const firstTry: number[] = [];
+  // Where first tries spend the time: commit → message stored by the fan-out (its created_at,
+  // the fan-out transaction's start, in ms) → received. Wall clocks of one machine.
+  const toStored: number[] = [];
+  const storedToReceipt: number[] = [];
   let duplicates = 0;
   let measuredDelivered = 0;
   for (const path of endpointPaths) {
@@ -398,7 +413,13 @@ async function outbound(
       if (!commit?.measured || r.okAt === undefined) continue;
       measuredDelivered += 1;
       latencies.push(r.okAt - commit.at);
-      if (r.attempts === 1) firstTry.push(r.okAt - commit.at);
+      if (r.attempts === 1) {
+        firstTry.push(r.okAt - commit.at);
+        if (r.storedMs !== undefined && r.okWallMs !== undefined) {
+          toStored.push(r.storedMs - commit.wallMs);
+          storedToReceipt.push(r.okWallMs - r.storedMs);
+        }
+      }
     }
   }
   const lost = expected - delivered();
@@ -431,6 +452,13 @@ async function outbound(
         String(writeErrors),
       ],
     ],
+  );
+  const split = (xs: number[]) => {
+    const sortedXs = Float64Array.from(xs).sort();
+    return `p50 ${percentile(sortedXs, 0.5).toFixed(0)} ms, p99 ${percentile(sortedXs, 0.99).toFixed(0)} ms`;
+  };
+  console.log(
+    `  first tries: commit → stored by the fan-out ${split(toStored)}; stored → received ${split(storedToReceipt)}`,
   );
   if (step === 'outbound')
     console.log(

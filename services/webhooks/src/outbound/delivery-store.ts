@@ -65,55 +65,73 @@ export interface ClaimOptions {
   readonly perEndpoint: number;
 }
 
-// Due, enabled, not excluded, FIFO heads only (a delivery with an earlier pending one of the same
-// endpoint and key waits: pending includes in flight, so a failing head holds back its key alone);
-// ranked per endpoint so no endpoint takes more than its share; then locked, skipping rows
-// another worker holds, and re-checked after the lock (a row claimed meanwhile is no longer due).
-// Deliveries of disabled endpoints stay pending, unclaimed, until the endpoint is enabled again.
-// Candidates are ordered by next_attempt_at alone, the order of deliveries_due_idx, so the scan
-// stops at the limit (a tie-break on id would sort every row of a big group queued at one time).
-// The picks stop once MAX_CLAIM_BYTES of payloads are taken (messages.payload_bytes, summed in
-// the same order; the first is always taken).
-// Rows of excluded or disabled endpoints are still read and skipped: a large backlog of them
-// makes each claim slower (about 20 ms per 100,000 rows here).
+// Claimed per endpoint: for each enabled endpoint not excluded, its oldest due deliveries up to
+// its share (deliveries_endpoint_due_idx: an ordered index scan that stops at the share), FIFO
+// heads only (a delivery with an earlier pending one of the same endpoint and key waits: pending
+// includes in flight, so a failing head holds back its key alone). Of those, the oldest `limit`
+// are taken — stopping once MAX_CLAIM_BYTES of payloads are (messages.payload_bytes, summed in
+// the same order; the first is always taken) — then locked, skipping rows another worker holds,
+// and re-checked after the lock (a row claimed meanwhile is no longer due).
+//
+// Why per endpoint and not one scan of all due deliveries by time: such a scan's window filled
+// with whatever was oldest — a dead endpoint's backlog while its breaker let one probe through,
+// a slow endpoint's while it was one short of its cap — and every other endpoint waited for the
+// next claim; and the scan read every due row of excluded endpoints, and (as a bitmap scan)
+// every dead index entry since the last vacuum. Here an endpoint costs one index probe a claim
+// whatever it has queued: the claim grows with the number of enabled endpoints instead
+// (measured: see README, Performance). Deliveries of disabled endpoints stay pending, unclaimed,
+// until the endpoint is enabled again.
+/**
+ * "Still pending", written so that it does not imply the partial indexes' `status = 'pending'`
+ * (status is one of pending, succeeded, failed). Where deliveries are looked up by id — the
+ * picks of a claim, the deliveries a batch settles — only the primary key may find them. With
+ * `status = 'pending'` the planner could use deliveries_endpoint_due_idx instead, and did when
+ * the statistics still said no delivery was pending (a queue that had just drained): it read
+ * every due delivery and, per row, evaluated the picks again — 590,000 message lookups and
+ * 2.2 s for one claim of 41 in the benchmark, and the queue fell 40 s behind.
+ */
+const STILL_PENDING = (alias: string) => `${alias}.status not in ('succeeded', 'failed')`;
+
 /** A delivery's next_attempt_at in µs since the epoch, exactly (extract gives a numeric). */
 const LEASE_UNTIL = (alias: string) =>
   `(extract(epoch from ${alias}.next_attempt_at) * 1000000)::bigint::text`;
 
 const CLAIM_SQL = `
-with candidates as (
-  select d.id, d.endpoint_id, d.message_id, d.next_attempt_at
-    from sluice_webhooks.deliveries d
-    join sluice_webhooks.endpoints e on e.id = d.endpoint_id and e.enabled
-   where d.status = 'pending' and d.next_attempt_at <= now()
-     and d.endpoint_id <> all ($1::uuid[])
-     and (d.fifo_key is null or not exists (
-           select 1 from sluice_webhooks.deliveries p
-            where p.endpoint_id = d.endpoint_id and p.fifo_key = d.fifo_key
-              and p.status = 'pending' and p.id < d.id))
-   order by d.next_attempt_at
-   limit $2
-), ranked as (
-  select c.id, c.message_id, c.next_attempt_at,
-         row_number() over (partition by c.endpoint_id order by c.next_attempt_at, c.id) as rn,
-         coalesce(l.remaining, $3::int) as cap
-    from candidates c
-    left join unnest($4::uuid[], $5::int[]) as l(endpoint_id, remaining) on l.endpoint_id = c.endpoint_id
+with eligible as (
+  select e.id, coalesce(l.remaining, $2::int) as share
+    from sluice_webhooks.endpoints e
+    left join unnest($3::uuid[], $4::int[]) as l(endpoint_id, remaining) on l.endpoint_id = e.id
+   where e.enabled and e.id <> all ($1::uuid[])
+), candidates as (
+  select c.id, c.message_id, c.next_attempt_at
+    from eligible el
+    cross join lateral (
+      select d.id, d.message_id, d.next_attempt_at
+        from sluice_webhooks.deliveries d
+       where d.endpoint_id = el.id and d.status = 'pending' and d.next_attempt_at <= now()
+         and (d.fifo_key is null or not exists (
+               select 1 from sluice_webhooks.deliveries p
+                where p.endpoint_id = d.endpoint_id and p.fifo_key = d.fifo_key
+                  and p.status = 'pending' and p.id < d.id))
+       order by d.next_attempt_at, d.id
+       limit el.share
+    ) c
+   order by c.next_attempt_at, c.id
+   limit $5
 ), sized as (
-  select r.id, r.next_attempt_at,
-         sum(m.payload_bytes) over (order by r.next_attempt_at, r.id) - m.payload_bytes as bytes_before
-    from ranked r join sluice_webhooks.messages m on m.id = r.message_id
-   where r.rn <= r.cap
+  select c.id, c.next_attempt_at,
+         sum(m.payload_bytes) over (order by c.next_attempt_at, c.id) - m.payload_bytes as bytes_before
+    from candidates c join sluice_webhooks.messages m on m.id = c.message_id
 ), picked as (
   select d.id
     from sluice_webhooks.deliveries d
-   where d.id in (select s.id from sized s where s.bytes_before < $8 order by s.next_attempt_at, s.id limit $6)
-     and d.status = 'pending' and d.next_attempt_at <= now()
+   where d.id = any (array(select s.id from sized s where s.bytes_before < $7))
+     and ${STILL_PENDING('d')} and d.next_attempt_at <= now()
    for no key update of d skip locked
 )
 update sluice_webhooks.deliveries d
    set attempts = d.attempts + 1,
-       next_attempt_at = now() + $7::bigint * interval '1 millisecond',
+       next_attempt_at = now() + $6::bigint * interval '1 millisecond',
        lease_token = gen_random_uuid(),
        updated_at = now()
   from picked p, sluice_webhooks.endpoints e, sluice_webhooks.messages m
@@ -182,7 +200,6 @@ export async function claimDeliveries(pool: pg.Pool, options: ClaimOptions): Pro
     text: CLAIM_SQL,
     values: [
       options.excluded,
-      Math.max(options.limit * 4, 100),
       options.perEndpoint,
       limitedIds,
       limitedCaps,
@@ -268,7 +285,7 @@ with input as (
          status_code, outcome, error, response_body, lease_token, lease_until)
 ), locked as (
   select d.id, d.endpoint_id from sluice_webhooks.deliveries d join input i on i.delivery_id = d.id
-   where d.lease_token = i.lease_token and d.status = 'pending' and ${LEASE_UNTIL('d')} = i.lease_until
+   where d.lease_token = i.lease_token and ${STILL_PENDING('d')} and ${LEASE_UNTIL('d')} = i.lease_until
    order by d.id for no key update of d
 ), settled as (
   update sluice_webhooks.deliveries d
