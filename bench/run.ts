@@ -62,6 +62,7 @@ const PARTS: Record<string, Part> = {
       outboundRate: seconds('BENCH_WEBHOOKS_RATE', 1000),
       outboundSeconds: seconds('BENCH_WEBHOOKS_OUTBOUND_SECONDS', 60),
       outboundWarmupSeconds: seconds('BENCH_WEBHOOKS_OUTBOUND_WARMUP_SECONDS', 5),
+      deadEndpoint: env.BENCH_WEBHOOKS_DEAD_ENDPOINT !== '0',
       drainSeconds: seconds('BENCH_DRAIN_SECONDS', 90),
       serverNodeFlags: (env.BENCH_WEBHOOKS_NODE_FLAGS ?? '').split(/\s+/).filter(Boolean),
       only: (env.BENCH_WEBHOOKS_STEPS ?? '').split(',').filter(Boolean),

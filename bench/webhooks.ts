@@ -8,6 +8,7 @@ import { Pool as HttpPool } from 'undici';
 import { createBenchDatabase } from './bench-database';
 import { type ChildServer, startChildServer } from './child-server';
 import { type LoadSample, runClosedLoop, summarize } from './load';
+import { runClaimCost } from './webhooks-claims';
 
 export interface WebhooksBenchOptions {
   /** Superuser URL of a PostgreSQL to use; an embedded one in a temp folder when undefined. */
@@ -24,6 +25,8 @@ export interface WebhooksBenchOptions {
   readonly outboundWarmupSeconds: number;
   /** Failure step: share of receiver answers that are 500 (one endpoint is dead besides). */
   readonly failureRate: number;
+  /** Failure step: whether one endpoint is dead (off: a control run, to see what the dead one costs the others). */
+  readonly deadEndpoint: boolean;
   /** After the writer stops, how long to wait for the last deliveries (retries included). */
   readonly drainSeconds: number;
   readonly serverNodeFlags: readonly string[];
@@ -43,6 +46,7 @@ const DEFAULTS: WebhooksBenchOptions = {
   outboundSeconds: 60,
   outboundWarmupSeconds: 5,
   failureRate: 0.2,
+  deadEndpoint: true,
   drainSeconds: 90,
   serverNodeFlags: [],
   serverEnv: {},
@@ -69,7 +73,8 @@ const FAST_RETRIES = {
  * durably stored Standard Webhooks requests, interleaved rounds at `concurrency`; (c) outbound row
  * changes to `endpoints` endpoints on a local receiver at `outboundRate` deliveries/s, latency from
  * the writer's COMMIT to receipt (one clock, this process); (d) the same with `failureRate` of the
- * answers 500 and one endpoint dead, retries shortened, until every message has arrived. The
+ * answers 500 and one endpoint dead, retries shortened, until every message has arrived; then
+ * what a delivery claim costs by the number of enabled endpoints (webhooks-claims.ts). The
  * service runs in a child process. Prints tables and returns the figures of the final JSON line.
  */
 export async function runWebhooksBench(
@@ -112,6 +117,8 @@ export async function runWebhooksBench(
   } finally {
     for (const cleanup of cleanups) await cleanup().catch(() => {});
   }
+  // Last, on a database of its own, with the service stopped.
+  if (wants('claims')) Object.assign(figures, await runClaimCost(options.adminUrl));
   const line = {
     floor_per_s: figures.floor_per_s ?? Number.NaN,
     inbound_per_s: figures.inbound_per_s ?? Number.NaN,
@@ -328,7 +335,7 @@ async function outbound(
   // Endpoints of earlier steps stop receiving: each step counts its own.
   await admin.query('update sluice_webhooks.endpoints set enabled = false');
   const start = await changePositionNow(admin);
-  const dead = step === 'failures';
+  const dead = step === 'failures' && options.deadEndpoint;
   const endpointPaths: string[] = [];
   for (let i = 0; i < options.endpoints; i++) {
     // The last endpoint of the failure step is dead: nothing listens on its port.
@@ -441,7 +448,9 @@ async function outbound(
     ],
     [
       [
-        step === 'outbound' ? '(c) row changes' : `(d) ${Math.round(failureRate * 100)}% 500s + 1 dead`,
+        step === 'outbound'
+          ? '(c) row changes'
+          : `(d) ${Math.round(failureRate * 100)}% 500s${dead ? ' + 1 dead' : ', none dead'}`,
         String(options.endpoints),
         perSecond.toFixed(0),
         percentile(sorted, 0.5).toFixed(1),
