@@ -84,7 +84,7 @@ describe('npm start: webhooks quickstart', () => {
       },
       { timeoutMs: 60_000, intervalMs: 200, context: () => `npm start output:\n${output}` },
     );
-    await waitFor('the welcome', () => output.includes('Post a signed demo webhook') || undefined, {
+    await waitFor('the welcome', async () => output.includes('Post a signed demo webhook'), {
       timeoutMs: 10_000,
       context: () => output,
     });
@@ -116,14 +116,10 @@ describe('npm start: webhooks quickstart', () => {
       consumed += c.toString();
     });
     try {
-      await waitFor(
-        'the consumer to print the demo event',
-        () => consumed.includes('demo.hello') || undefined,
-        {
-          timeoutMs: 30_000,
-          context: () => consumed,
-        },
-      );
+      await waitFor('the consumer to print the demo event', async () => consumed.includes('demo.hello'), {
+        timeoutMs: 30_000,
+        context: () => consumed,
+      });
     } finally {
       consumer.kill('SIGINT');
     }
@@ -137,7 +133,7 @@ describe('npm start: webhooks quickstart', () => {
     });
     const printed = () =>
       output.split('\n').find((l) => l.includes('[demo endpoint]') && l.includes('invoice.paid'));
-    await waitFor('the demo endpoint to print the message', () => printed(), {
+    await waitFor('the demo endpoint to print the message', async () => printed() !== undefined, {
       timeoutMs: 20_000,
       context: () => output,
     });
