@@ -1,5 +1,5 @@
 import { type ChildProcess, execFile, spawn } from 'node:child_process';
-import { chmodSync, mkdtempSync, rmSync } from 'node:fs';
+import { chmodSync, existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -18,6 +18,7 @@ const run = promisify(execFile);
 const dir = mkdtempSync(path.join(tmpdir(), 'sluice-quickstart-webhooks-'));
 // As root the cluster runs as `postgres`, who must reach the data folder (see resolveDataDir).
 chmodSync(dir, 0o755);
+const postmasterPid = path.join(dir, 'postgres', 'postmaster.pid');
 
 let child: ChildProcess | undefined;
 let output = '';
@@ -88,6 +89,7 @@ describe('npm start: webhooks quickstart', () => {
       timeoutMs: 10_000,
       context: () => output,
     });
+    expect(existsSync(postmasterPid)).toBe(true);
     expect(output).toContain(`HTTP ingress 127.0.0.1:${httpPort}`);
     expect(output).toContain(`gRPC ${webhooksGrpc}`);
 
@@ -141,11 +143,15 @@ describe('npm start: webhooks quickstart', () => {
     expect(printed()).toMatch(/signature verified/);
     expect(printed()).toContain('12345678901234567890');
 
-    // Ctrl-C stops everything: the launcher drains and logs "stopped". npm itself ends by the
-    // signal at once, as in a terminal; the output closes when the launcher has exited.
-    const exited = new Promise<void>((resolve) => child?.once('close', () => resolve()));
+    // Ctrl-C (SIGINT to the process group, as a terminal sends it) ends everything, the embedded
+    // PostgreSQL included. Not asserted: the launcher's clean "stopped" line, which under
+    // `npm start` it reaches only sometimes (see NOTES.md, "Ctrl-C under npm start").
+    const closed = new Promise<void>((resolve) => child?.once('close', () => resolve()));
     process.kill(-(child.pid as number), 'SIGINT');
-    await exited;
-    expect(output).toMatch(/"msg":"stopped"/);
+    await closed;
+    await waitFor('the embedded PostgreSQL to stop', async () => !existsSync(postmasterPid), {
+      timeoutMs: 15_000,
+      context: () => output,
+    });
   }, 150_000);
 });
