@@ -410,28 +410,61 @@ describe('refusals', () => {
 
   it('429 with Retry-After past the per-source burst (twice the rate)', async () => {
     const name = sourceName('slow');
+    const secret = newSecret();
     await createSource(stack, {
       name,
       kind: 'standard-webhooks',
-      secrets: [newSecret()],
+      secrets: [secret],
       settings: { ratePerSecond: 2 },
     });
     const started = Date.now();
-    const answers = await Promise.all(
-      Array.from({ length: 12 }, () => post(stack.httpUrl, `/webhooks/${name}`, '{}')),
-    );
+    // One at a time: each verified request is charged before the next is looked at.
+    const statuses: number[] = [];
+    let limited: Awaited<ReturnType<typeof post>> | undefined;
+    for (let i = 0; i < 8; i++) {
+      const body = `{"i":${i}}`;
+      const answer = await post(stack.httpUrl, `/webhooks/${name}`, body, standardHeaders(secret, body));
+      statuses.push(answer.status);
+      if (answer.status === 429) limited ??= answer;
+    }
     // Tokens that came back while the requests were being sent (a slow machine spreads them).
     const refilled = Math.ceil(((Date.now() - started) / 1000) * 2);
-    const statuses = answers.map((a) => a.status);
-    // Unsigned: the burst of 4 gets through to the signature check (401), the rest are limited.
-    const passed = statuses.filter((s) => s === 401).length;
+    const passed = statuses.filter((s) => s === 200).length;
     expect(passed).toBeGreaterThanOrEqual(4);
     expect(passed).toBeLessThanOrEqual(4 + refilled);
-    const limited = answers.filter((a) => a.status === 429);
-    expect(limited.length).toBe(12 - passed);
-    expect(limited.length).toBeGreaterThan(0);
-    expect(Number(limited[0]!.headers.get('retry-after'))).toBeGreaterThanOrEqual(1);
-    expect(limited[0]!.json.error.code).toBe('rate_limited');
+    expect(statuses.filter((s) => s === 429)).toHaveLength(8 - passed);
+    expect(Number(limited?.headers.get('retry-after'))).toBeGreaterThanOrEqual(1);
+    expect(limited?.json.error.code).toBe('rate_limited');
+  });
+
+  it('charges only verified requests: a flood of forged ones leaves the budget to the sender', async () => {
+    const name = sourceName('flood');
+    const secret = newSecret();
+    await createSource(stack, {
+      name,
+      kind: 'standard-webhooks',
+      secrets: [secret],
+      settings: { ratePerSecond: 2 },
+    });
+    // Anyone knowing the name: unsigned, and signed with another secret, 40 of them at once.
+    const forged = await Promise.all(
+      Array.from({ length: 40 }, (_, i) => {
+        const body = `{"forged":${i}}`;
+        return post(
+          stack.httpUrl,
+          `/webhooks/${name}`,
+          body,
+          i % 2 ? standardHeaders(newSecret(), body) : {},
+        );
+      }),
+    );
+    expect(forged.every((a) => a.status === 401)).toBe(true);
+    // The sender's burst (4) is all there.
+    for (let i = 0; i < 4; i++) {
+      const body = `{"real":${i}}`;
+      const answer = await post(stack.httpUrl, `/webhooks/${name}`, body, standardHeaders(secret, body));
+      expect(answer.status, `real ${i}`).toBe(200);
+    }
   });
 });
 

@@ -56,7 +56,8 @@ interface RequestState {
 /**
  * The HTTP ingress: `POST /webhooks/{source}` (issue 9 section 2, README "Inbound webhooks").
  *
- * Per request, cheapest refusal first: the source (404), its rate limit (429), the declared
+ * Per request, cheapest refusal first: the source (404), its rate limit (429, charged only for
+ * requests whose signature verifies), the declared
  * Content-Length (413); then the body is read, stopping as soon as it passes the source's limit
  * (413, connection closed); the signature is checked on those exact bytes (401); the event's id,
  * type and (supabase-database) typed change are read (400/422); and the event is stored in the
@@ -169,7 +170,8 @@ export async function startIngress(deps: IngressDeps): Promise<Ingress> {
       const state = stateOf(request);
       state.source = source;
       state.maxBodyBytes = source.settings.maxBodyBytes ?? settings.maxBodyBytes;
-      const wait = buckets.take(source.id, source.settings.ratePerSecond ?? settings.ratePerSecond);
+      // Only verified requests are charged (in the handler): see TokenBuckets.
+      const wait = buckets.wait(source.id, source.settings.ratePerSecond ?? settings.ratePerSecond);
       if (wait > 0)
         throw new IngressError('rate_limited', 'too many requests for this source', {
           retryAfterSeconds: wait,
@@ -196,6 +198,7 @@ export async function startIngress(deps: IngressDeps): Promise<Ingress> {
         verified = verifyRequest(source, body, request.headers, now, settings.toleranceSeconds);
       }
       if (!verified.ok) throw new IngressError(verified.failure, SIGNATURE_MESSAGES[verified.failure]);
+      buckets.charge(source.id, source.settings.ratePerSecond ?? settings.ratePerSecond);
       const event = describeEvent({ source, body, headers: request.headers, catalog }, verified);
       let stored: Awaited<ReturnType<InboxWriter['store']>>;
       try {
