@@ -15,6 +15,7 @@ import { BadRequest, errorDetailsClientMiddleware, RichClientError } from 'nice-
 import pg from 'pg';
 import { expect } from 'vitest';
 import { loadWebhooksConfig } from '../src/config';
+import { generateSecret } from '../src/secrets';
 import { startWebhooksServer, type WebhooksServer } from '../src/server';
 
 export { ACME, GLOBEX, TEST_JWT_SECRET, USERS };
@@ -142,4 +143,22 @@ export async function rejection(call: Promise<unknown>): Promise<{ code: string;
     code: Status[(error as ClientError).code],
     fields: bad?.fieldViolations.map((v) => v.field) ?? [],
   };
+}
+
+/**
+ * A service-level endpoint (owner service_role) for published messages of `eventType`, written
+ * straight to the table with one signing secret, as tests that drive the delivery worker need.
+ * Returns its id.
+ */
+export async function insertEndpoint(pool: pg.Pool, url: string, eventType: string): Promise<string> {
+  const { rows } = await pool.query<{ id: string }>(
+    `insert into sluice_webhooks.endpoints (url, event_types, owner_role) values ($1, $2, 'service_role') returning id`,
+    [url, [eventType]],
+  );
+  const endpoint = (rows[0] as { id: string }).id;
+  await pool.query('insert into sluice_webhooks.secrets (endpoint_id, secret) values ($1, $2)', [
+    endpoint,
+    generateSecret(),
+  ]);
+  return endpoint;
 }

@@ -408,8 +408,9 @@ describe('refusals', () => {
     expect(get.json.error.code).toBe('method_not_allowed');
   });
 
-  it('429 with Retry-After past the per-source burst (twice the rate)', async () => {
-    const name = sourceName('slow');
+  /** A Standard Webhooks source limited to 2 requests/s (burst 4), and its secret. */
+  const sourceAtTwoPerSecond = async (prefix: string) => {
+    const name = sourceName(prefix);
     const secret = newSecret();
     await createSource(stack, {
       name,
@@ -417,6 +418,11 @@ describe('refusals', () => {
       secrets: [secret],
       settings: { ratePerSecond: 2 },
     });
+    return { name, secret };
+  };
+
+  it('429 with Retry-After past the per-source burst (twice the rate)', async () => {
+    const { name, secret } = await sourceAtTwoPerSecond('slow');
     const started = Date.now();
     // One at a time: each verified request is charged before the next is looked at.
     const statuses: number[] = [];
@@ -438,14 +444,7 @@ describe('refusals', () => {
   });
 
   it('charges only verified requests: a flood of forged ones leaves the budget to the sender', async () => {
-    const name = sourceName('flood');
-    const secret = newSecret();
-    await createSource(stack, {
-      name,
-      kind: 'standard-webhooks',
-      secrets: [secret],
-      settings: { ratePerSecond: 2 },
-    });
+    const { name, secret } = await sourceAtTwoPerSecond('flood');
     // Anyone knowing the name: unsigned, and signed with another secret, 40 of them at once.
     const forged = await Promise.all(
       Array.from({ length: 40 }, (_, i) => {

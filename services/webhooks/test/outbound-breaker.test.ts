@@ -2,8 +2,7 @@ import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { metrics } from '@sluice/observability';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { generateSecret } from '../src/secrets';
-import { startWebhooksStack, type WebhooksStack } from './helpers';
+import { insertEndpoint, startWebhooksStack, type WebhooksStack } from './helpers';
 
 // The per-endpoint circuit breaker against a real dead receiver: after 3 failures in a row
 // the endpoint's due deliveries are deferred (not attempted, not lost), one probe goes through
@@ -64,15 +63,7 @@ async function breakersOpen(): Promise<number> {
 
 describe('per-endpoint circuit breaker', () => {
   it('opens after 3 failures, defers, probes once per reset, reopens on a failed probe, closes on a good one', async () => {
-    const { rows } = await stack.pool.query<{ id: string }>(
-      `insert into sluice_webhooks.endpoints (url, event_types, owner_role) values ($1, '{breaker.test}', 'service_role') returning id`,
-      [url],
-    );
-    const endpoint = (rows[0] as { id: string }).id;
-    await stack.pool.query('insert into sluice_webhooks.secrets (endpoint_id, secret) values ($1, $2)', [
-      endpoint,
-      generateSecret(),
-    ]);
+    const endpoint = await insertEndpoint(stack.pool, url, 'breaker.test');
     for (let i = 0; i < 5; i++)
       await stack.pool.query(
         `insert into sluice_webhooks.messages (event_type, payload) values ('breaker.test', $1)`,

@@ -2,7 +2,7 @@ import { createTestDatabase, type TestDatabase } from '@sluice/testing';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type ClaimedDelivery, claimDeliveries } from '../src/outbound/delivery-store';
-import { generateSecret } from '../src/secrets';
+import { insertEndpoint } from './helpers';
 
 // A claim takes each endpoint's due deliveries through that endpoint's own slice of the queue.
 // It used to scan all due deliveries by time in one window: an endpoint with an old backlog
@@ -10,19 +10,6 @@ import { generateSecret } from '../src/secrets';
 // window and the others got nothing from that claim; the backlog of an excluded (open) endpoint
 // was read and skipped by every claim. In the benchmark with one dead endpoint the queue fell
 // 20-40 s behind. No worker runs here: the claims are the test's own.
-
-async function endpointFor(pool: pg.Pool, eventType: string): Promise<string> {
-  const { rows } = await pool.query<{ id: string }>(
-    `insert into sluice_webhooks.endpoints (url, event_types, owner_role) values ('http://127.0.0.1:9/', $1, 'service_role') returning id`,
-    [[eventType]],
-  );
-  const endpoint = (rows[0] as { id: string }).id;
-  await pool.query('insert into sluice_webhooks.secrets (endpoint_id, secret) values ($1, $2)', [
-    endpoint,
-    generateSecret(),
-  ]);
-  return endpoint;
-}
 
 async function publish(pool: pg.Pool, eventType: string, count: number): Promise<void> {
   await pool.query(
@@ -73,8 +60,8 @@ describe('claims per endpoint', () => {
   });
 
   it('an old backlog of one endpoint, half-open or open, takes no other endpoint’s place and is not read', async () => {
-    const stuck = await endpointFor(pool, 'claim.stuck');
-    const other = await endpointFor(pool, 'claim.other');
+    const stuck = await insertEndpoint(pool, 'http://127.0.0.1:9/', 'claim.stuck');
+    const other = await insertEndpoint(pool, 'http://127.0.0.1:9/', 'claim.other');
     const names = { [stuck]: 'stuck', [other]: 'other' };
     // 5,000 deliveries of the stuck endpoint, due an hour ago: older than anything of the other.
     await publish(pool, 'claim.stuck', 5000);
@@ -110,7 +97,7 @@ describe('claims per endpoint', () => {
 
   it('reads each due delivery and message about once while the statistics still say nothing is pending', async () => {
     await pool.query('update sluice_webhooks.endpoints set enabled = false');
-    const endpoint = await endpointFor(pool, 'claim.stale');
+    const endpoint = await insertEndpoint(pool, 'http://127.0.0.1:9/', 'claim.stale');
     // A queue that has just drained, and was analyzed so: every delivery succeeded.
     await pool.query('alter table sluice_webhooks.deliveries set (autovacuum_enabled = false)');
     await publish(pool, 'claim.stale', 3000);

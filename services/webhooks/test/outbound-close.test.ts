@@ -1,8 +1,7 @@
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { generateSecret } from '../src/secrets';
-import { startWebhooksStack, type WebhooksStack } from './helpers';
+import { insertEndpoint, startWebhooksStack, type WebhooksStack } from './helpers';
 
 // Shutdown of the delivery worker: it stops claiming, and an attempt in flight finishes and is
 // settled before close() resolves (nothing left to a lease when the endpoint answers in time).
@@ -31,14 +30,7 @@ afterAll(async () => {
 
 describe('closing the worker', () => {
   it('lets the attempt in flight finish and settle, then claims nothing more', async () => {
-    const { rows } = await stack.pool.query<{ id: string }>(
-      `insert into sluice_webhooks.endpoints (url, event_types, owner_role) values ($1, '{close.test}', 'service_role') returning id`,
-      [url],
-    );
-    await stack.pool.query('insert into sluice_webhooks.secrets (endpoint_id, secret) values ($1, $2)', [
-      rows[0]?.id,
-      generateSecret(),
-    ]);
+    await insertEndpoint(stack.pool, url, 'close.test');
     const insert = async () => {
       const { rows: m } = await stack.pool.query<{ id: string }>(
         `insert into sluice_webhooks.messages (event_type, payload) values ('close.test', '{}') returning id`,

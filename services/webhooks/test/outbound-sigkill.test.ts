@@ -5,8 +5,7 @@ import type { AddressInfo } from 'node:net';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { messageId } from '../src/ids';
-import { generateSecret } from '../src/secrets';
-import { startWebhooksStack, TEST_JWT_SECRET, type WebhooksStack } from './helpers';
+import { insertEndpoint, startWebhooksStack, TEST_JWT_SECRET, type WebhooksStack } from './helpers';
 
 // A delivering instance killed with SIGKILL mid-attempt (issue 9 §4): a webhooks service in a
 // child process claims deliveries and is killed while the receiver holds its requests. Every
@@ -108,15 +107,7 @@ async function waitFor(
 describe('SIGKILL of a delivering instance', () => {
   it('delivers every message at least once, with a stable webhook-id, after the dead leases end', async () => {
     const proc = await startChild();
-    const { rows } = await stack.pool.query<{ id: string }>(
-      `insert into sluice_webhooks.endpoints (url, event_types, owner_role) values ($1, '{kill.test}', 'service_role') returning id`,
-      [url],
-    );
-    const endpoint = (rows[0] as { id: string }).id;
-    await stack.pool.query('insert into sluice_webhooks.secrets (endpoint_id, secret) values ($1, $2)', [
-      endpoint,
-      generateSecret(),
-    ]);
+    const endpoint = await insertEndpoint(stack.pool, url, 'kill.test');
     const ids = new Set<string>();
     for (let i = 0; i < MESSAGES; i++) {
       const { rows: m } = await stack.pool.query<{ id: string }>(

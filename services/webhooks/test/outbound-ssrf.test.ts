@@ -3,8 +3,7 @@ import type { AddressInfo } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { WebhookSender } from '../src/outbound/sender';
 import { blockedAddressReason, SsrfGuard } from '../src/outbound/ssrf-guard';
-import { generateSecret } from '../src/secrets';
-import { startWebhooksStack, type WebhooksStack } from './helpers';
+import { insertEndpoint, startWebhooksStack, type WebhooksStack } from './helpers';
 
 // The SSRF guard (issue 9 §3): outbound requests never reach loopback, private, link-local,
 // CGNAT, metadata or other non-public addresses, in any spelling, by name or literal; the
@@ -154,15 +153,7 @@ describe('deliveries to non-public addresses', () => {
   });
 
   async function deliverTo(url: string, eventType: string) {
-    const { rows } = await stack.pool.query<{ id: string }>(
-      `insert into sluice_webhooks.endpoints (url, event_types, owner_role) values ($1, $2, 'service_role') returning id`,
-      [url, [eventType]],
-    );
-    const endpoint = (rows[0] as { id: string }).id;
-    await stack.pool.query('insert into sluice_webhooks.secrets (endpoint_id, secret) values ($1, $2)', [
-      endpoint,
-      generateSecret(),
-    ]);
+    const endpoint = await insertEndpoint(stack.pool, url, eventType);
     const { rows: msg } = await stack.pool.query<{ id: string }>(
       `insert into sluice_webhooks.messages (event_type, payload) values ($1, '{}') returning id`,
       [eventType],
@@ -223,14 +214,7 @@ describe('deliveries to non-public addresses', () => {
   }
 
   it('fails every delivery to a blocked URL at once (the breaker does not count refusals)', async () => {
-    const { rows } = await stack.pool.query<{ id: string }>(
-      `insert into sluice_webhooks.endpoints (url, event_types, owner_role) values ('http://10.0.0.1/', '{ssrf.many}', 'service_role') returning id`,
-    );
-    const endpoint = (rows[0] as { id: string }).id;
-    await stack.pool.query('insert into sluice_webhooks.secrets (endpoint_id, secret) values ($1, $2)', [
-      endpoint,
-      generateSecret(),
-    ]);
+    const endpoint = await insertEndpoint(stack.pool, 'http://10.0.0.1/', 'ssrf.many');
     // More than WEBHOOKS_BREAKER_FAILURES (5) and than one claim takes of an endpoint (16): an
     // open breaker would hold the rest back for 30 s per probe.
     await stack.pool.query(

@@ -1,8 +1,7 @@
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { generateSecret } from '../src/secrets';
-import { startWebhooksStack, type WebhooksStack } from './helpers';
+import { insertEndpoint, startWebhooksStack, type WebhooksStack } from './helpers';
 
 // Review: the breaker's half-open probe against outcomes that are neither a success nor a
 // counted failure. A probe refused by the SSRF guard ('blocked', deliberately not counted)
@@ -72,15 +71,7 @@ async function publish(eventType: string): Promise<string> {
 describe('review: breaker probe outcomes', () => {
   it('a half-open probe refused by the SSRF guard ends the probe: once the URL is fixed, deliveries flow again', async () => {
     const good = `http://127.0.0.1:${port}/`;
-    const { rows } = await stack.pool.query<{ id: string }>(
-      `insert into sluice_webhooks.endpoints (url, event_types, owner_role) values ($1, '{review.probe}', 'service_role') returning id`,
-      [good],
-    );
-    const endpoint = (rows[0] as { id: string }).id;
-    await stack.pool.query('insert into sluice_webhooks.secrets (endpoint_id, secret) values ($1, $2)', [
-      endpoint,
-      generateSecret(),
-    ]);
+    const endpoint = await insertEndpoint(stack.pool, good, 'review.probe');
 
     // One 500 opens the breaker (failures 1); while open, the URL moves to a refused port.
     const first = await publish('review.probe');

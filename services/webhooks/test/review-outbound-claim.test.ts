@@ -1,11 +1,10 @@
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { createTestDatabase, type TestDatabase } from '@sluice/testing';
+import { createTestDatabase, type TestDatabase, waitFor } from '@sluice/testing';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { claimDeliveries, MAX_CLAIM_BYTES } from '../src/outbound/delivery-store';
-import { generateSecret } from '../src/secrets';
-import { startWebhooksStack, type WebhooksStack } from './helpers';
+import { insertEndpoint, startWebhooksStack, type WebhooksStack } from './helpers';
 
 // Review: a claim reads every claimed delivery's body at once (up to 256). Row-change payloads
 // have no size limit, so a backlog of large rows came back in one result of GBs (and again
@@ -15,19 +14,6 @@ import { startWebhooksStack, type WebhooksStack } from './helpers';
 const MIB = 1024 * 1024;
 /** A payload of about `bytes` bytes as text. */
 const big = (bytes: number, i: number) => JSON.stringify({ i, blob: 'x'.repeat(bytes - 30) });
-
-async function endpointFor(pool: pg.Pool, url: string, eventType: string): Promise<string> {
-  const { rows } = await pool.query<{ id: string }>(
-    `insert into sluice_webhooks.endpoints (url, event_types, owner_role) values ($1, $2, 'service_role') returning id`,
-    [url, [eventType]],
-  );
-  const endpoint = (rows[0] as { id: string }).id;
-  await pool.query('insert into sluice_webhooks.secrets (endpoint_id, secret) values ($1, $2)', [
-    endpoint,
-    generateSecret(),
-  ]);
-  return endpoint;
-}
 
 describe('review: claim size', () => {
   let db: TestDatabase;
@@ -44,7 +30,7 @@ describe('review: claim size', () => {
   });
 
   it('one claim reads at most MAX_CLAIM_BYTES of payloads (always one), the rest in the next claims', async () => {
-    await endpointFor(pool, 'http://127.0.0.1:9/', 'claim.big');
+    await insertEndpoint(pool, 'http://127.0.0.1:9/', 'claim.big');
     // No worker runs here: claims are the test's own.
     const payload = Math.floor(1.5 * MIB);
     const count = 12;
@@ -76,6 +62,15 @@ describe('review: claim size', () => {
   });
 });
 
+/** Deliveries of `endpoint` that succeeded. */
+async function succeeded(pool: pg.Pool, endpoint: string): Promise<number> {
+  const { rows } = await pool.query<{ n: number }>(
+    `select count(*)::int as n from sluice_webhooks.deliveries where endpoint_id = $1 and status = 'succeeded'`,
+    [endpoint],
+  );
+  return rows[0]?.n ?? 0;
+}
+
 describe('review: claims cut short by size', () => {
   let stack: WebhooksStack;
   let server: http.Server;
@@ -103,7 +98,7 @@ describe('review: claims cut short by size', () => {
   });
 
   it('a backlog larger than one claim reads is delivered without waiting for the poll interval', async () => {
-    const endpoint = await endpointFor(stack.pool, url, 'claim.backlog');
+    const endpoint = await insertEndpoint(stack.pool, url, 'claim.backlog');
     // 30 × 1 MiB: about 8 per claim.
     await stack.pool.query(
       `insert into sluice_webhooks.messages (event_type, payload)
@@ -111,39 +106,27 @@ describe('review: claims cut short by size', () => {
       [MIB],
     );
     const started = Date.now();
-    const deadline = started + 30_000;
-    for (;;) {
-      const { rows } = await stack.pool.query<{ n: number }>(
-        `select count(*)::int as n from sluice_webhooks.deliveries where endpoint_id = $1 and status = 'succeeded'`,
-        [endpoint],
-      );
-      if (rows[0]?.n === 30) break;
-      if (Date.now() > deadline) throw new Error(`only ${rows[0]?.n} of 30 delivered`);
-      await new Promise((r) => setTimeout(r, 50));
-    }
+    await waitFor(`all 30 delivered`, async () => (await succeeded(stack.pool, endpoint)) === 30, {
+      timeoutMs: 30_000,
+      intervalMs: 50,
+    });
     expect(received).toHaveLength(30);
     // Four claims or more: at a poll each, that would be a minute.
     expect(Date.now() - started).toBeLessThan(15_000);
   }, 60_000);
 
   it('a backlog of one endpoint beyond its concurrency is delivered without waiting for the poll interval', async () => {
-    const endpoint = await endpointFor(stack.pool, url, 'claim.capped');
+    const endpoint = await insertEndpoint(stack.pool, url, 'claim.capped');
     // WEBHOOKS_ENDPOINT_CONCURRENCY 16: a claim takes 16 of them; the rest follow as they finish.
     await stack.pool.query(
       `insert into sluice_webhooks.messages (event_type, payload)
        select 'claim.capped', jsonb_build_object('i', i) from generate_series(1, 100) i`,
     );
     const started = Date.now();
-    const deadline = started + 30_000;
-    for (;;) {
-      const { rows } = await stack.pool.query<{ n: number }>(
-        `select count(*)::int as n from sluice_webhooks.deliveries where endpoint_id = $1 and status = 'succeeded'`,
-        [endpoint],
-      );
-      if (rows[0]?.n === 100) break;
-      if (Date.now() > deadline) throw new Error(`only ${rows[0]?.n} of 100 delivered`);
-      await new Promise((r) => setTimeout(r, 50));
-    }
+    await waitFor(`all 100 delivered`, async () => (await succeeded(stack.pool, endpoint)) === 100, {
+      timeoutMs: 30_000,
+      intervalMs: 50,
+    });
     expect(Date.now() - started).toBeLessThan(15_000);
   }, 60_000);
 });

@@ -2,8 +2,7 @@ import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { messageId } from '../src/ids';
-import { generateSecret } from '../src/secrets';
-import { startWebhooksStack, type WebhooksStack } from './helpers';
+import { insertEndpoint, startWebhooksStack, type WebhooksStack } from './helpers';
 
 // Review: the way back after the worst — a schedule exhausted, a 410 on the breaker's probe —
 // through RecoverEndpoint: one more attempt each, same webhook-id, without waiting for a
@@ -62,15 +61,7 @@ async function delivery(message: string) {
 
 describe('review: recovery', () => {
   it('exhausted with the breaker open, then RecoverEndpoint: pending again, held by the open breaker until its probe', async () => {
-    const { rows } = await stack.pool.query<{ id: string }>(
-      `insert into sluice_webhooks.endpoints (url, event_types, owner_role) values ($1, '{review.recover}', 'service_role') returning id`,
-      [url],
-    );
-    const endpoint = (rows[0] as { id: string }).id;
-    await stack.pool.query('insert into sluice_webhooks.secrets (endpoint_id, secret) values ($1, $2)', [
-      endpoint,
-      generateSecret(),
-    ]);
+    const endpoint = await insertEndpoint(stack.pool, url, 'review.recover');
     const { rows: msg } = await stack.pool.query<{ id: string }>(
       `insert into sluice_webhooks.messages (event_type, payload) values ('review.recover', '{}') returning id`,
     );
@@ -95,15 +86,7 @@ describe('review: recovery', () => {
 
   it('a 410 answer disables the endpoint and forgets its breaker: RecoverEndpoint delivers at once', async () => {
     status = 500;
-    const { rows } = await stack.pool.query<{ id: string }>(
-      `insert into sluice_webhooks.endpoints (url, event_types, owner_role) values ($1, '{review.gone}', 'service_role') returning id`,
-      [url],
-    );
-    const endpoint = (rows[0] as { id: string }).id;
-    await stack.pool.query('insert into sluice_webhooks.secrets (endpoint_id, secret) values ($1, $2)', [
-      endpoint,
-      generateSecret(),
-    ]);
+    const endpoint = await insertEndpoint(stack.pool, url, 'review.gone');
     const before = got.length;
     // Two failures (the breaker counts them, still closed at 3), then 410 Gone.
     const { rows: msg } = await stack.pool.query<{ id: string }>(

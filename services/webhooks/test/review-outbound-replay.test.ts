@@ -2,8 +2,7 @@ import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { messageId } from '../src/ids';
-import { generateSecret } from '../src/secrets';
-import { startWebhooksStack, type WebhooksStack } from './helpers';
+import { insertEndpoint, startWebhooksStack, type WebhooksStack } from './helpers';
 
 // Review: ReplayMessage while the delivery's attempt is in flight. Replay makes the delivery
 // pending and due now, but left the lease token as it was: the attempt in flight then settled
@@ -51,15 +50,7 @@ async function waitFor(what: string, check: () => Promise<boolean> | boolean, ti
 
 describe('review: replay during an attempt', () => {
   it('a message replayed while its attempt is in flight is sent again after it, same webhook-id', async () => {
-    const { rows } = await stack.pool.query<{ id: string }>(
-      `insert into sluice_webhooks.endpoints (url, event_types, owner_role) values ($1, '{replay.inflight}', 'service_role') returning id`,
-      [url],
-    );
-    const endpoint = (rows[0] as { id: string }).id;
-    await stack.pool.query('insert into sluice_webhooks.secrets (endpoint_id, secret) values ($1, $2)', [
-      endpoint,
-      generateSecret(),
-    ]);
+    await insertEndpoint(stack.pool, url, 'replay.inflight');
     const { rows: msg } = await stack.pool.query<{ id: string }>(
       `insert into sluice_webhooks.messages (event_type, payload) values ('replay.inflight', '{}') returning id`,
     );
