@@ -85,7 +85,7 @@ export function startDaemon(
  */
 export async function waitFor(
   what: string,
-  probe: () => Promise<boolean>,
+  probe: () => Promise<boolean> | boolean,
   {
     timeoutMs = 15_000,
     intervalMs = 100,

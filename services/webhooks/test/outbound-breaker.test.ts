@@ -1,6 +1,7 @@
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { metrics } from '@sluice/observability';
+import { waitFor as waitUntil } from '@sluice/testing';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { insertEndpoint, startWebhooksStack, type WebhooksStack } from './helpers';
 
@@ -44,17 +45,9 @@ afterAll(async () => {
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
-async function waitFor(
-  what: string,
-  check: () => Promise<boolean> | boolean,
-  timeoutMs = 20_000,
-): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!(await check())) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await sleep(25);
-  }
-}
+/** @sluice/testing's waitFor, polling every 25 ms for up to 20 s unless told otherwise. */
+const waitFor = (what: string, check: () => Promise<boolean> | boolean, timeoutMs = 20_000) =>
+  waitUntil(what, check, { timeoutMs, intervalMs: 25 });
 
 async function breakersOpen(): Promise<number> {
   const m = /^webhooks_breakers_open (\d+)$/m.exec(await metrics.metrics());

@@ -3,6 +3,7 @@ import { once } from 'node:events';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { fileURLToPath } from 'node:url';
+import { waitFor as waitUntil } from '@sluice/testing';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { messageId } from '../src/ids';
 import { insertEndpoint, startWebhooksStack, TEST_JWT_SECRET, type WebhooksStack } from './helpers';
@@ -92,17 +93,9 @@ async function startChild(): Promise<ChildProcess> {
   return proc;
 }
 
-async function waitFor(
-  what: string,
-  check: () => Promise<boolean> | boolean,
-  timeoutMs = 40_000,
-): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!(await check())) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((resolve) => setTimeout(resolve, 50));
-  }
-}
+/** @sluice/testing's waitFor, polling every 50 ms for up to 40 s unless told otherwise. */
+const waitFor = (what: string, check: () => Promise<boolean> | boolean, timeoutMs = 40_000) =>
+  waitUntil(what, check, { timeoutMs, intervalMs: 50 });
 
 describe('SIGKILL of a delivering instance', () => {
   it('delivers every message at least once, with a stable webhook-id, after the dead leases end', async () => {

@@ -1,5 +1,6 @@
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
+import { waitFor as waitUntil } from '@sluice/testing';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { messageId } from '../src/ids';
 import { insertEndpoint, startWebhooksStack, type WebhooksStack } from './helpers';
@@ -43,13 +44,9 @@ afterAll(async () => {
   server?.close();
 });
 
-async function waitFor(what: string, check: () => Promise<boolean> | boolean, timeoutMs = 20_000) {
-  const deadline = Date.now() + timeoutMs;
-  while (!(await check())) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 25));
-  }
-}
+/** @sluice/testing's waitFor, polling every 25 ms for up to 20 s unless told otherwise. */
+const waitFor = (what: string, check: () => Promise<boolean> | boolean, timeoutMs = 20_000) =>
+  waitUntil(what, check, { timeoutMs, intervalMs: 25 });
 
 async function delivery(message: string) {
   const { rows } = await stack.pool.query<{ status: string; attempts: number }>(
